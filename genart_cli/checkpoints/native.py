@@ -1,0 +1,171 @@
+"""genart's checkpoint format: safetensors whose metadata holds the model config as JSON.
+
+Tensor names follow the released latent-diffusion checkpoints: the autoencoder under
+`first_stage_model.` and the UNet under `model.diffusion_model.`. The metadata key `genart`
+holds a JSON object with `autoencoder`, `unet` (either may be absent), `schedule`, `scale_factor`,
+`conditioning`, `model_card` and `autoencoder_sha256`, so one file is enough to run the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..errors import ModelError
+from ..models.autoencoder import Autoencoder, AutoencoderConfig
+from ..models.unet import UNetConfig, UNetModel
+from ..diffusion.schedule import ScheduleConfig
+from ..runtime.atomic import atomic_path
+
+AE_PREFIX = "first_stage_model."
+UNET_PREFIX = "model.diffusion_model."
+METADATA_KEY = "genart"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """What one checkpoint file provides. Models are on the CPU in fp32 after loading."""
+
+    path: Path
+    autoencoder: Autoencoder | None = None
+    unet: UNetModel | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # Latents the UNet sees are autoencoder latents multiplied by scale_factor.
+    scale_factor: float = 1.0
+    conditioning: str = "none"
+    model_card: str = ""
+    autoencoder_sha256: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def autoencoder_fingerprint(autoencoder: Autoencoder) -> str:
+    """Return a SHA-256 over the autoencoder's config and fp32 weights, to match latents to it."""
+    digest = hashlib.sha256(json.dumps(autoencoder.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(autoencoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, unet: UNetModel | None = None,
+                schedule: ScheduleConfig | None = None, scale_factor: float = 1.0, conditioning: str = "none",
+                model_card: str = "", extra: dict | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write the models and their config to one safetensors file, atomically."""
+    tensors = {}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "schedule": (schedule or ScheduleConfig()).to_dict(),
+        "scale_factor": float(scale_factor),
+        "conditioning": conditioning,
+        "model_card": model_card,
+    }
+    if autoencoder is not None:
+        config["autoencoder"] = autoencoder.config.to_dict()
+        config["autoencoder_sha256"] = autoencoder_fingerprint(autoencoder)
+        for name, tensor in autoencoder.state_dict().items():
+            tensors[AE_PREFIX + name] = tensor
+    if unet is not None:
+        config["unet"] = unet.config.to_dict()
+        for name, tensor in unet.state_dict().items():
+            tensors[UNET_PREFIX + name] = tensor
+    if extra:
+        config["extra"] = extra
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(config)})
+
+
+def read_header(path: str | Path) -> tuple[dict, list[str]]:
+    """Return (genart config, tensor names) without loading tensors; ModelError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; pass an existing checkpoint with --model")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            names = list(handle.keys())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file ({err}); the file may be truncated or "
+                         "of another format: download or convert it again") from None
+    if METADATA_KEY not in metadata:
+        raise ModelError(f"{path}: safetensors file without genart config metadata; "
+                         "write it with `genart train` or convert it to genart's format")
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: invalid genart config metadata ({err}); convert the checkpoint again") from None
+    return config, names
+
+
+def _load_strict(path: Path, module: torch.nn.Module, prefix: str, handle, names: set[str]) -> None:
+    """Copy tensors under `prefix` into `module`; report every mismatch by name in one error."""
+    expected = module.state_dict()
+    present = {n[len(prefix):] for n in names if n.startswith(prefix)}
+    missing = sorted(set(expected) - present)
+    unexpected = sorted(present - set(expected))
+    wrong_shape = []
+    loaded = {}
+    for name in sorted(set(expected) & present):
+        tensor = handle.get_tensor(prefix + name)
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            wrong_shape.append(f"{prefix}{name} {tuple(tensor.shape)} (expected {tuple(expected[name].shape)})")
+        else:
+            loaded[name] = tensor
+    problems = []
+    for label, items in (("missing", [prefix + n for n in missing]), ("unexpected", [prefix + n for n in unexpected]),
+                         ("wrong shape", wrong_shape)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise ModelError(f"{path}: tensors do not match the config ({'; '.join(problems)}); "
+                         "the file is damaged or its config is wrong")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in loaded.items()}, strict=True)
+
+
+def load_bundle(path: str | Path) -> ModelBundle:
+    """Load a genart checkpoint strictly: any missing, unexpected or misshaped tensor is an error."""
+    path = Path(path)
+    config, names = read_header(path)
+    name_set = set(names)
+    try:
+        schedule = ScheduleConfig.from_dict(config.get("schedule", {}))
+        ae_config = AutoencoderConfig.from_dict(config["autoencoder"]) if "autoencoder" in config else None
+        unet_config = UNetConfig.from_dict(config["unet"]) if "unet" in config else None
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{path}: invalid model config ({err}); convert the checkpoint again") from None
+
+    bundle = ModelBundle(
+        path=path, schedule=schedule, scale_factor=float(config.get("scale_factor", 1.0)),
+        conditioning=config.get("conditioning", "none"), model_card=config.get("model_card", ""),
+        autoencoder_sha256=config.get("autoencoder_sha256", ""), extra=config.get("extra", {}),
+    )
+    with safe_open(str(path), framework="pt") as handle:
+        if ae_config is not None:
+            bundle.autoencoder = Autoencoder(ae_config)
+            _load_strict(path, bundle.autoencoder, AE_PREFIX, handle, name_set)
+            bundle.autoencoder.eval()
+        if unet_config is not None:
+            bundle.unet = UNetModel(unet_config)
+            _load_strict(path, bundle.unet, UNET_PREFIX, handle, name_set)
+            bundle.unet.eval()
+    stray = sorted(n for n in names if not n.startswith(AE_PREFIX) and not n.startswith(UNET_PREFIX))
+    stray += sorted(n for n in names if n.startswith(AE_PREFIX) and ae_config is None)
+    stray += sorted(n for n in names if n.startswith(UNET_PREFIX) and unet_config is None)
+    if stray:
+        raise ModelError(f"{path}: {len(stray)} tensors that no model in its config uses, such as {stray[0]}; "
+                         "the file is damaged or its config is wrong")
+    if bundle.autoencoder is not None and not bundle.autoencoder_sha256:
+        bundle.autoencoder_sha256 = autoencoder_fingerprint(bundle.autoencoder)
+    return bundle
