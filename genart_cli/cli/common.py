@@ -1,0 +1,94 @@
+"""Options and helpers shared by the commands: model, device and precision, output paths, console."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..checkpoints.native import ModelBundle, load_bundle
+from ..errors import InputError
+from ..runtime.device import DEVICES, PRECISIONS, Runtime, resolve_runtime
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_NAME = "emoji-ldm-vqf4.safetensors"
+
+
+def default_model() -> Path:
+    """GENART_MODEL if set, else the default weights shipped in the repository's weights/ folder."""
+    return Path(os.environ.get("GENART_MODEL") or PACKAGE_ROOT / "weights" / DEFAULT_MODEL_NAME)
+
+
+def stderr_console(quiet: bool) -> Console:
+    return Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, disable=console.quiet)
+
+
+def model_options(func):
+    """Add --model, --device, --precision and --quiet, and pass a loaded bundle and Runtime instead."""
+
+    @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Model checkpoint (genart safetensors). Default: $GENART_MODEL or the bundled emoji model.")
+    @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                  help="Where to run: auto picks CUDA, then MPS, then the CPU.")
+    @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                  help="Compute precision: auto is fp16 autocast on CUDA and fp32 elsewhere.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress or notes on stderr; errors are still printed.")
+    @functools.wraps(func)
+    def wrapper(model_path, device, precision, quiet, **kwargs):
+        runtime = resolve_runtime(device, precision)
+        bundle = load_bundle(model_path or default_model())
+        return func(bundle=bundle, runtime=runtime, console=stderr_console(quiet), **kwargs)
+
+    return wrapper
+
+
+def plan_outputs(inputs: list[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
+    """Map each input to its output path. With several inputs, or an existing folder, out is a folder.
+
+    Raises InputError for name collisions and, without --overwrite, for outputs that exist already.
+    """
+    as_folder = out.is_dir() or len(inputs) > 1 or str(out).endswith(os.sep)
+    if as_folder:
+        outputs = [out / (output_stem(path) + suffix) for path in inputs]
+    else:
+        outputs = [out]
+    seen = {}
+    for source, target in zip(inputs, outputs):
+        if target in seen:
+            raise InputError(f"{source}: its output {target} collides with that of {seen[target]}; rename one input")
+        seen[target] = source
+    check_overwrite(outputs, overwrite)
+    return outputs
+
+
+def output_stem(path: Path) -> str:
+    name = path.name
+    for ending in (".latent.safetensors", ".safetensors"):
+        if name.endswith(ending):
+            return name[: -len(ending)]
+    return path.stem
+
+
+def check_overwrite(outputs: list[Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    existing = [p for p in outputs if p.exists()]
+    if existing:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]}{more}: output exists already; pass --overwrite or choose another --out")
+
+
+def png_settings(bundle: ModelBundle, runtime: Runtime, **settings) -> dict[str, object]:
+    from .. import __version__
+
+    return {"model": bundle.name, "device": runtime.device.type, "precision": runtime.precision, **settings,
+            "version": __version__}

@@ -1,0 +1,76 @@
+"""`genart sample`: generate images with an unconditional latent-diffusion model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import torch
+
+from ..diffusion.pipeline import SampleSettings, check_can_sample, sample
+from ..diffusion.samplers import SAMPLERS
+from ..errors import InputError
+from ..imaging.io import make_grid, save_png
+from .common import check_overwrite, model_options, png_settings, progress_bar
+
+COUNTER = re.compile(r"%0?\d*d")
+
+
+def sample_paths(out: Path, num_images: int) -> list[Path]:
+    """Output path of each image.
+
+    A pattern with a printf counter (art-%03d.png) numbers the images from 0. A folder (existing,
+    or given with a trailing slash, or without a suffix) gets sample-00000.png and so on. A file
+    name is used as it is for one image; for several, a counter is added before the suffix.
+    """
+    text = str(out)
+    if COUNTER.search(text):
+        return [Path(COUNTER.sub(lambda m: m.group(0) % k, text, count=1)) for k in range(num_images)]
+    if out.is_dir() or text.endswith(("/", "\\")) or not out.suffix:
+        return [out / f"sample-{k:05d}.png" for k in range(num_images)]
+    if out.suffix.lower() != ".png":
+        raise InputError(f"{out}: genart writes PNG images; give --out a .png name, a folder or a pattern")
+    if num_images == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{k:05d}{out.suffix}") for k in range(num_images)]
+
+
+@click.command("sample")
+@model_options
+@click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True, help="Sampler steps.")
+@click.option("--eta", type=click.FloatRange(0.0), default=0.0, show_default=True,
+              help="DDIM noise: 0 is deterministic, 1 is DDPM-like.")
+@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="ddim", show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seed of image 0; image k uses seed + k.")
+@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+              help="Images per forward pass; results do not depend on it.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("sample.png"), show_default=True,
+              help="A .png file, a folder, or a pattern with a counter such as art-%03d.png.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write all images tiled into this PNG.")
+@click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
+def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid, overwrite):
+    """Generate images from noise and write them as PNGs with their settings embedded."""
+    check_can_sample(bundle)
+    paths = sample_paths(out, num_images)
+    check_overwrite(paths + ([grid] if grid else []), overwrite)
+    settings = SampleSettings(steps=steps, eta=eta, seed=seed, sampler=sampler, num_images=num_images,
+                              batch_size=min(batch_size, num_images))
+    console.print(f"sampling {num_images} image(s), {steps} {sampler} steps, eta {eta}, seed {seed}, "
+                  f"on {runtime.describe()} with {bundle.name}")
+
+    images = []
+    with progress_bar(console) as progress:
+        task = progress.add_task("sample", total=num_images * steps)
+        for k, pixels in sample(bundle, runtime, settings, on_step=lambda n: progress.advance(task, n)):
+            meta = png_settings(bundle, runtime, seed=seed + k, steps=steps, sampler=sampler, eta=eta,
+                                run_seed=seed, index=k)
+            click.echo(save_png(pixels, paths[k], meta))
+            if grid:
+                images.append(pixels)
+    if grid:
+        meta = png_settings(bundle, runtime, seed=seed, steps=steps, sampler=sampler, eta=eta, num_images=num_images)
+        click.echo(save_png(make_grid(torch.stack(images)), grid, meta))

@@ -1,0 +1,40 @@
+"""The one interface samplers call: predicted noise and denoised latents at a timestep.
+
+A denoiser hides how the UNet is conditioned (nothing, concatenated channels, class labels) and
+which precision it runs in, so samplers only see latents x_t (B, C, H, W) and integer timesteps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ..models.unet import UNetModel
+
+
+@dataclass
+class EpsDenoiser:
+    """Wraps an epsilon-predicting UNet trained on the discrete schedule `alphas_cumprod`."""
+
+    unet: UNetModel
+    alphas_cumprod: torch.Tensor  # (num_timesteps,) float64 on the CPU
+    concat: torch.Tensor | None = None  # (B, C_extra, H, W), appended after x on channels
+    class_labels: torch.Tensor | None = None  # (B,) int64
+    autocast: contextlib.AbstractContextManager | None = None
+
+    def eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Return the predicted noise for x_t at timestep t, in float32."""
+        model_input = x if self.concat is None else torch.cat([x, self.concat.to(x.dtype)], dim=1)
+        timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        with self.autocast if self.autocast is not None else contextlib.nullcontext():
+            out = self.unet(model_input, timesteps, self.class_labels)
+        return out.float()
+
+    def __call__(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (eps, denoised): the noise estimate and the implied x_0 = (x - sqrt(1 - a) eps) / sqrt(a)."""
+        eps = self.eps(x, t)
+        a = float(self.alphas_cumprod[t])
+        denoised = (x - (1 - a) ** 0.5 * eps) / a**0.5
+        return eps, denoised
