@@ -49,13 +49,22 @@ class ModelBundle:
         return self.path.name
 
 
-def autoencoder_fingerprint(autoencoder: Autoencoder) -> str:
-    """Return a SHA-256 over the autoencoder's config and fp32 weights, to match latents to it."""
-    digest = hashlib.sha256(json.dumps(autoencoder.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(autoencoder.state_dict().items()):
+def autoencoder_fingerprint(config: AutoencoderConfig, state_dict: dict[str, torch.Tensor]) -> str:
+    """Return a SHA-256 over the autoencoder's config and weights (as fp32), to match latents to it.
+
+    Hash the weights as stored: fp16 values widen to fp32 exactly, so a file saved in fp16 and
+    saved again keeps its fingerprint.
+    """
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(state_dict.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def stored_tensor(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The tensor as it is written: on the CPU, contiguous, floating point cast to `dtype`."""
+    return tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
 
 
 def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, unet: UNetModel | None = None,
@@ -71,17 +80,17 @@ def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, une
         "model_card": model_card,
     }
     if autoencoder is not None:
+        stored = {name: stored_tensor(tensor, dtype) for name, tensor in autoencoder.state_dict().items()}
         config["autoencoder"] = autoencoder.config.to_dict()
-        config["autoencoder_sha256"] = autoencoder_fingerprint(autoencoder)
-        for name, tensor in autoencoder.state_dict().items():
+        config["autoencoder_sha256"] = autoencoder_fingerprint(autoencoder.config, stored)
+        for name, tensor in stored.items():
             tensors[AE_PREFIX + name] = tensor
     if unet is not None:
         config["unet"] = unet.config.to_dict()
         for name, tensor in unet.state_dict().items():
-            tensors[UNET_PREFIX + name] = tensor
+            tensors[UNET_PREFIX + name] = stored_tensor(tensor, dtype)
     if extra:
         config["extra"] = extra
-    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(config)})
 
@@ -167,5 +176,5 @@ def load_bundle(path: str | Path) -> ModelBundle:
         raise ModelError(f"{path}: {len(stray)} tensors that no model in its config uses, such as {stray[0]}; "
                          "the file is damaged or its config is wrong")
     if bundle.autoencoder is not None and not bundle.autoencoder_sha256:
-        bundle.autoencoder_sha256 = autoencoder_fingerprint(bundle.autoencoder)
+        bundle.autoencoder_sha256 = autoencoder_fingerprint(ae_config, bundle.autoencoder.state_dict())
     return bundle

@@ -18,16 +18,22 @@ def require_autoencoder(bundle) -> None:
         raise ModelError(f"{bundle.path}: contains no autoencoder; pass a model file that has one with --model")
 
 
-def finish(ctx: click.Context, result, console) -> None:
+def report_error(message: str) -> None:
+    """Print a skipped input's error; errors reach stderr even with --quiet."""
+    click.echo(f"genart: {message}", err=True)
+
+
+def finish(ctx: click.Context, result) -> None:
     if result.failed:
-        console.print(f"{len(result.written)} written, {len(result.failed)} failed", highlight=False)
+        if len(result.written) + len(result.failed) > 1:
+            report_error(f"{len(result.written)} written, {len(result.failed)} failed")
         ctx.exit(result.exit_code)
 
 
 @click.command("encode")
 @model_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "-o", type=click.Path(), required=True,
               help="Output file for one image, or a folder (NAME.latent.safetensors per image).")
 @click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
 @click.pass_context
@@ -45,14 +51,14 @@ def encode_command(ctx, bundle, runtime, console, images, out, overwrite):
                                model_name=bundle.name, image_size=tuple(pixels.shape[-2:]))
         return str(source), run
 
-    result = run_batch((job(s, t) for s, t in zip(images, outputs)), console.print, click.echo)
-    finish(ctx, result, console)
+    result = run_batch((job(s, t) for s, t in zip(images, outputs)), report_error, click.echo)
+    finish(ctx, result)
 
 
 @click.command("decode")
 @model_options
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "-o", type=click.Path(), required=True,
               help="Output PNG for one latent, or a folder (NAME.png per latent).")
 @click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
 @click.pass_context
@@ -74,5 +80,5 @@ def decode_command(ctx, bundle, runtime, console, latents, out, overwrite):
             return save_png(pixels, target, png_settings(bundle, runtime, source=source.name))
         return str(source), run
 
-    result = run_batch((job(s, t) for s, t in zip(latents, outputs)), console.print, click.echo)
-    finish(ctx, result, console)
+    result = run_batch((job(s, t) for s, t in zip(latents, outputs)), report_error, click.echo)
+    finish(ctx, result)

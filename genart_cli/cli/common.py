@@ -51,13 +51,18 @@ def model_options(func):
     return wrapper
 
 
-def plan_outputs(inputs: list[Path], out: Path, suffix: str, overwrite: bool) -> list[Path]:
-    """Map each input to its output path. With several inputs, or an existing folder, out is a folder.
+def names_folder(out: str) -> bool:
+    """True when --out (the raw option string) ends with a path separator or is an existing folder."""
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def plan_outputs(inputs: list[Path], out_option: str, suffix: str, overwrite: bool) -> list[Path]:
+    """Map each input to its output path. With several inputs, or a folder, out is a folder.
 
     Raises InputError for name collisions and, without --overwrite, for outputs that exist already.
     """
-    as_folder = out.is_dir() or len(inputs) > 1 or str(out).endswith(os.sep)
-    if as_folder:
+    out = Path(out_option)
+    if names_folder(out_option) or len(inputs) > 1:
         outputs = [out / (output_stem(path) + suffix) for path in inputs]
     else:
         outputs = [out]

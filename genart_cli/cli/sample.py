@@ -12,22 +12,22 @@ from ..diffusion.pipeline import SampleSettings, check_can_sample, sample
 from ..diffusion.samplers import SAMPLERS
 from ..errors import InputError
 from ..imaging.io import make_grid, save_png
-from .common import check_overwrite, model_options, png_settings, progress_bar
+from .common import check_overwrite, model_options, names_folder, png_settings, progress_bar
 
 COUNTER = re.compile(r"%0?\d*d")
 
 
-def sample_paths(out: Path, num_images: int) -> list[Path]:
+def sample_paths(out_option: str, num_images: int) -> list[Path]:
     """Output path of each image.
 
     A pattern with a printf counter (art-%03d.png) numbers the images from 0. A folder (existing,
     or given with a trailing slash, or without a suffix) gets sample-00000.png and so on. A file
     name is used as it is for one image; for several, a counter is added before the suffix.
     """
-    text = str(out)
-    if COUNTER.search(text):
-        return [Path(COUNTER.sub(lambda m: m.group(0) % k, text, count=1)) for k in range(num_images)]
-    if out.is_dir() or text.endswith(("/", "\\")) or not out.suffix:
+    out = Path(out_option)
+    if COUNTER.search(out_option):
+        return [Path(COUNTER.sub(lambda m: m.group(0) % k, out_option, count=1)) for k in range(num_images)]
+    if names_folder(out_option) or not out.suffix:
         return [out / f"sample-{k:05d}.png" for k in range(num_images)]
     if out.suffix.lower() != ".png":
         raise InputError(f"{out}: genart writes PNG images; give --out a .png name, a folder or a pattern")
@@ -47,7 +47,7 @@ def sample_paths(out: Path, num_images: int) -> list[Path]:
 @click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
               help="Images per forward pass; results do not depend on it.")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("sample.png"), show_default=True,
+@click.option("--out", "-o", type=click.Path(), default="sample.png", show_default=True,
               help="A .png file, a folder, or a pattern with a counter such as art-%03d.png.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write all images tiled into this PNG.")

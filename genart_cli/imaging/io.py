@@ -35,6 +35,8 @@ def load_image(path: str | Path) -> torch.Tensor:
                 canvas.alpha_composite(rgba)
                 image = canvas
             rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{path}: image too large to decode safely ({err}); downscale it first") from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError) as err:

@@ -238,12 +238,14 @@ class VectorQuantizer(nn.Module):
         b, c, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
         codebook = self.embedding.weight.float()
-        # Squared L2 distance written as |z|^2 + |e|^2 - 2 z.e; argmin takes the first minimum.
-        distances = (
-            flat.pow(2).sum(dim=1, keepdim=True)
-            + codebook.pow(2).sum(dim=1)
-            - 2.0 * flat @ codebook.t()
-        )
+        # Distances in fp16 or bf16 pick wrong neighbours, so keep autocast off here.
+        with torch.autocast(z.device.type, enabled=False):
+            # Squared L2 distance written as |z|^2 + |e|^2 - 2 z.e; argmin takes the first minimum.
+            distances = (
+                flat.pow(2).sum(dim=1, keepdim=True)
+                + codebook.pow(2).sum(dim=1)
+                - 2.0 * flat @ codebook.t()
+            )
         return distances.argmin(dim=1).reshape(b, h, w)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
