@@ -1,8 +1,8 @@
-"""genart's checkpoint format: safetensors whose metadata holds the model config as JSON.
+"""genart's checkpoint format: safetensors whose metadata contains the model config as JSON.
 
 Tensor names follow the released latent-diffusion checkpoints: the autoencoder under
 `first_stage_model.` and the UNet under `model.diffusion_model.`. The metadata key `genart`
-holds a JSON object with `autoencoder`, `unet` (either may be absent), `schedule`, `scale_factor`,
+is a JSON object with `autoencoder`, `unet` (either may be absent), `schedule`, `scale_factor`,
 `conditioning`, `model_card` and `autoencoder_sha256`, so one file is enough to run the model.
 """
 
@@ -31,13 +31,13 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ModelBundle:
-    """What one checkpoint file provides. Models are on the CPU in fp32 after loading."""
+    """The models and settings of one checkpoint file. Models are on the CPU in fp32 after loading."""
 
     path: Path
     autoencoder: Autoencoder | None = None
     unet: UNetModel | None = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # Latents the UNet sees are autoencoder latents multiplied by scale_factor.
+    # The UNet runs on autoencoder latents multiplied by scale_factor.
     scale_factor: float = 1.0
     conditioning: str = "none"
     model_card: str = ""
@@ -63,7 +63,7 @@ def autoencoder_fingerprint(config: AutoencoderConfig, state_dict: dict[str, tor
 
 
 def stored_tensor(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The tensor as it is written: on the CPU, contiguous, floating point cast to `dtype`."""
+    """Return the tensor as it is written: on the CPU, contiguous, floating point cast to `dtype`."""
     return tensor.detach().to("cpu", dtype if tensor.is_floating_point() else tensor.dtype).contiguous()
 
 

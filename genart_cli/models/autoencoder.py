@@ -303,7 +303,7 @@ class Autoencoder(nn.Module):
         return self.quantize.lookup(indices).to(z.dtype), indices
 
     def decode(self, z: torch.Tensor, force_not_quantize: bool = False) -> torch.Tensor:
-        """Decode latents to pixels in about [-1, 1]. VQ models quantize first unless told not to."""
+        """Decode latents to pixels in about [-1, 1]. VQ models quantize first unless force_not_quantize is set."""
         if self.config.kind == "vq" and not force_not_quantize:
             z, _ = self.quantize_latent(z)
         return self.decoder(self.post_quant_conv(z))
