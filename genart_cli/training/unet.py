@@ -3,7 +3,7 @@
 The UNet learns to predict the noise added to scaled latents z * scale_factor, where
 scale_factor = 1 / std(z) over the training set (latent-diffusion's scale_by_std), so the
 diffusion runs on unit-variance latents. EMA weights are kept with a warm-up; the exported file
-holds whichever of EMA and raw weights has the lower held-out loss.
+contains whichever of EMA and raw weights has the lower held-out loss.
 """
 
 from __future__ import annotations
