@@ -9,6 +9,7 @@ encoding; decoding crops back to the stored size.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,6 +63,13 @@ def decode(autoencoder: Autoencoder, latents: torch.Tensor, runtime: Runtime, la
     return pixels.clamp(-1, 1).cpu()
 
 
+@torch.no_grad()
+def decode_indices(autoencoder: Autoencoder, indices: torch.Tensor, runtime: Runtime, label: str = "output") -> torch.Tensor:
+    """Decode codebook indices (B, h, w) to pixels (B, 3, h * f, w * f) in [-1, 1] on the CPU."""
+    latents = autoencoder.quantize.lookup(indices.to(runtime.device)).float()
+    return decode(autoencoder, latents, runtime, label)
+
+
 def save_latent(path: str | Path, latent: torch.Tensor, indices: torch.Tensor | None, *,
                 autoencoder_sha256: str, model_name: str, image_size: tuple[int, int]) -> Path:
     """Write one latent (1, C, h, w) and its indices (1, h, w) with their provenance, atomically."""
@@ -79,8 +87,15 @@ def save_latent(path: str | Path, latent: torch.Tensor, indices: torch.Tensor | 
     return Path(path)
 
 
-def load_latent(path: str | Path, autoencoder_sha256: str) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Read a latent file written by `save_latent`; return (latent (1, C, h, w), (height, width)).
+@dataclass
+class LatentFile:
+    latent: torch.Tensor  # (1, C, h, w) float32
+    indices: torch.Tensor | None  # (1, h, w) int64 codebook indices, for VQ autoencoders
+    image_size: tuple[int, int]  # (height, width) of the encoded image in pixels
+
+
+def load_latent(path: str | Path, autoencoder_sha256: str) -> LatentFile:
+    """Read a latent file written by `save_latent`.
 
     Raises InputError when the file is missing, unreadable, not a genart latent, or was made by
     another autoencoder than the one given by its fingerprint.
@@ -93,6 +108,7 @@ def load_latent(path: str | Path, autoencoder_sha256: str) -> tuple[torch.Tensor
             metadata = handle.metadata() or {}
             names = set(handle.keys())
             latent = handle.get_tensor("latent") if "latent" in names else None
+            indices = handle.get_tensor("indices") if "indices" in names else None
     except (SafetensorError, OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable safetensors file ({err}); encode the image again") from None
     if metadata.get("format") != LATENT_FORMAT or latent is None:
@@ -106,4 +122,6 @@ def load_latent(path: str | Path, autoencoder_sha256: str) -> tuple[torch.Tensor
         raise InputError(f"{path}: latent file without a valid image_size; encode the image again") from None
     if latent.dim() != 4 or latent.shape[0] != 1:
         raise InputError(f"{path}: latent of shape {tuple(latent.shape)}, expected (1, C, h, w); encode the image again")
-    return latent.float(), (int(height), int(width))
+    if indices is not None and tuple(indices.shape) != (1, *latent.shape[-2:]):
+        raise InputError(f"{path}: indices of shape {tuple(indices.shape)} do not match the latent; encode the image again")
+    return LatentFile(latent.float(), indices.long() if indices is not None else None, (int(height), int(width)))

@@ -242,3 +242,16 @@ def test_encode_trailing_slash_folder(tiny_model, tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "latents" / "input.latent.safetensors").is_file()
+
+
+def test_decode_from_indices_matches(tiny_model, tmp_path):
+    """Decoding quantizes the latent, so the stored indices decode to the same pixels."""
+    write_test_image(tmp_path / "in.png", 16, 12)
+    encoded = run_cli(tmp_path, "encode", "--model", tiny_model, "in.png", "--out", "in.latent.safetensors")
+    assert encoded.returncode == 0, encoded.stderr
+    plain = run_cli(tmp_path, "decode", "--model", tiny_model, "in.latent.safetensors", "--out", "plain.png")
+    assert plain.returncode == 0, plain.stderr
+    coded = run_cli(tmp_path, "decode", "--model", tiny_model, "in.latent.safetensors", "--out", "coded.png",
+                    "--from-indices")
+    assert coded.returncode == 0, coded.stderr
+    assert np.array_equal(read_pixels(tmp_path / "plain.png"), read_pixels(tmp_path / "coded.png"))

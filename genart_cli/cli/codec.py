@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError, ModelError
 from ..imaging.io import load_image, save_png
-from ..latents import decode, encode, load_latent, save_latent
+from ..latents import decode, decode_indices, encode, load_latent, save_latent
 from ..runtime.batch import run_batch
 from .common import model_options, plan_outputs, png_settings
 
@@ -60,9 +60,11 @@ def encode_command(ctx, bundle, runtime, console, images, out, overwrite):
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(), required=True,
               help="Output PNG for one latent, or a folder (NAME.png per latent).")
+@click.option("--from-indices", is_flag=True,
+              help="Decode the stored codebook indices instead of the latent (VQ autoencoders only).")
 @click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
 @click.pass_context
-def decode_command(ctx, bundle, runtime, console, latents, out, overwrite):
+def decode_command(ctx, bundle, runtime, console, latents, out, from_indices, overwrite):
     """Decode latent files written by `genart encode` back to PNG images."""
     require_autoencoder(bundle)
     outputs = plan_outputs(list(latents), out, ".png", overwrite)
@@ -72,11 +74,18 @@ def decode_command(ctx, bundle, runtime, console, latents, out, overwrite):
         def run() -> Path:
             if target.suffix.lower() != ".png":
                 raise InputError(f"{target}: genart decode writes PNG images; give --out a .png name or a folder")
-            latent, (height, width) = load_latent(source, bundle.autoencoder_sha256)
-            if latent.shape[1] != bundle.autoencoder.config.embed_dim:
-                raise InputError(f"{source}: latent has {latent.shape[1]} channels, the autoencoder expects "
+            stored = load_latent(source, bundle.autoencoder_sha256)
+            if stored.latent.shape[1] != bundle.autoencoder.config.embed_dim:
+                raise InputError(f"{source}: latent has {stored.latent.shape[1]} channels, the autoencoder expects "
                                  f"{bundle.autoencoder.config.embed_dim}; encode the image again")
-            pixels = decode(autoencoder, latent, runtime, label=str(source))[0, :, :height, :width]
+            if from_indices:
+                if stored.indices is None:
+                    raise InputError(f"{source}: no codebook indices in this latent file; decode without --from-indices")
+                pixels = decode_indices(autoencoder, stored.indices, runtime, label=str(source))
+            else:
+                pixels = decode(autoencoder, stored.latent, runtime, label=str(source))
+            height, width = stored.image_size
+            pixels = pixels[0, :, :height, :width]
             return save_png(pixels, target, png_settings(bundle, runtime, source=source.name))
         return str(source), run
 
