@@ -1,0 +1,142 @@
+"""Parity with diffusers: the same random weights, loaded through genart's name mapping, give the
+same outputs in fp32 (max abs difference at most 1e-4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genart_cli.checkpoints.diffusers_layout import (
+    autoencoder_config_from_diffusers,
+    autoencoder_to_ldm,
+    unet_config_from_diffusers,
+    unet_to_ldm,
+)
+from genart_cli.models.autoencoder import Autoencoder
+from genart_cli.models.unet import UNetModel
+
+diffusers = pytest.importorskip("diffusers")
+
+TOLERANCE = 1e-4
+
+
+def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Add noise to every parameter, so zero-initialised layers take part in the comparison."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+def genart_autoencoder(reference) -> Autoencoder:
+    config = autoencoder_config_from_diffusers({**reference.config, "_class_name": type(reference).__name__}, "test")
+    model = Autoencoder(config).eval()
+    model.load_state_dict(autoencoder_to_ldm(reference.state_dict(), len(reference.config.block_out_channels)))
+    return model
+
+
+def genart_unet(reference) -> UNetModel:
+    config = unet_config_from_diffusers(dict(reference.config), "test")
+    model = UNetModel(config).eval()
+    state = unet_to_ldm(reference.state_dict(), reference.config.layers_per_block, reference.config.attention_head_dim)
+    model.load_state_dict(state)
+    return model
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def vq_pair():
+    torch.manual_seed(0)
+    reference = diffusers.VQModel(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2 + ("AttnDownEncoderBlock2D",),
+        up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64, 64),
+        layers_per_block=2, latent_channels=3, num_vq_embeddings=64, vq_embed_dim=3, norm_num_groups=32)
+    perturb(reference)
+    return reference, genart_autoencoder(reference)
+
+
+def test_vq_encode_parity(vq_pair):
+    reference, model = vq_pair
+    x = torch.randn(2, 3, 32, 40, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert max_diff(model.encode(x), reference.encode(x).latents) <= TOLERANCE
+
+
+def test_vq_quantize_parity(vq_pair):
+    reference, model = vq_pair
+    z = torch.randn(2, 3, 8, 10, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        quantized, _, (_, _, reference_indices) = reference.quantize(z)
+        ours, indices = model.quantize_latent(z)
+    assert torch.equal(indices.flatten(), reference_indices.flatten())
+    assert max_diff(ours, quantized) <= TOLERANCE
+
+
+def test_vq_decode_parity(vq_pair):
+    reference, model = vq_pair
+    z = torch.randn(2, 3, 8, 10, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert max_diff(model.decode(z), reference.decode(z).sample) <= TOLERANCE
+        unquantized = reference.decode(z, force_not_quantize=True).sample
+        assert max_diff(model.decode(z, force_not_quantize=True), unquantized) <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def kl_pair():
+    torch.manual_seed(0)
+    reference = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64), layers_per_block=1,
+        latent_channels=4, norm_num_groups=32)
+    perturb(reference)
+    return reference, genart_autoencoder(reference)
+
+
+def test_kl_encode_parity(kl_pair):
+    reference, model = kl_pair
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert max_diff(model.encode(x), reference.encode(x).latent_dist.mean) <= TOLERANCE
+
+
+def test_kl_decode_parity(kl_pair):
+    reference, model = kl_pair
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert max_diff(model.decode(z), reference.decode(z).sample) <= TOLERANCE
+
+
+UNET_CASES = {
+    # bsr_sr's layout (6-channel concat input, attention at the deepest level), narrowed for the CPU.
+    "bsr_sr": dict(in_channels=6, out_channels=3, block_out_channels=(32, 64, 64, 128),
+                   down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+                   up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3),
+    # celebahq's layout (attention at three levels, channel multipliers 1, 2, 3, 4), narrowed for the CPU.
+    "celebahq": dict(in_channels=3, out_channels=3, block_out_channels=(32, 64, 96, 128),
+                     down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3,
+                     up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",)),
+    "class_labels": dict(in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                         up_block_types=("AttnUpBlock2D", "UpBlock2D"), num_class_embeds=10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNET_CASES))
+def test_unet_forward_parity(name):
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DModel(sample_size=16, layers_per_block=2, attention_head_dim=32, norm_num_groups=32,
+                                      flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, **UNET_CASES[name])
+    perturb(reference)
+    model = genart_unet(reference)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(2, reference.config.in_channels, 16, 16, generator=generator)
+    t = torch.tensor([3, 981])
+    labels = torch.tensor([1, 7]) if reference.config.num_class_embeds else None
+    with torch.no_grad():
+        expected = reference(x, t, class_labels=labels).sample
+        actual = model(x, t, labels)
+    assert max_diff(actual, expected) <= TOLERANCE
