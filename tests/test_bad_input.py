@@ -131,15 +131,39 @@ def test_sample_truncated_model(tiny_model, tmp_path, out_dir):
     assert_rejected(result, MODEL_ERROR, "half.safetensors", out_dir)
 
 
-def test_sample_model_without_metadata(tiny_model, tmp_path, out_dir):
-    tensors, _ = read_checkpoint(tiny_model)
+def test_sample_unknown_layout(tmp_path, out_dir):
+    """A safetensors file with neither genart metadata nor a known tensor layout."""
     path = tmp_path / "plain.safetensors"
-    save_file(tensors, str(path))
+    save_file({"layer.weight": torch.zeros(2, 2), "layer.bias": torch.zeros(2)}, str(path))
 
     result = sample(path, tmp_path)
 
     line = assert_rejected(result, MODEL_ERROR, "plain.safetensors", out_dir)
-    assert "metadata" in line
+    assert "unrecognised tensor layout" in line
+
+
+def test_sample_vae_only_ldm_file(tiny_model, tmp_path, out_dir):
+    """The first stage alone, in the original layout, given where a whole model is expected."""
+    tensors, _ = read_checkpoint(tiny_model)
+    path = tmp_path / "vae.safetensors"
+    save_file({k: v for k, v in tensors.items() if k.startswith("first_stage_model.")}, str(path))
+
+    result = sample(path, tmp_path)
+
+    line = assert_rejected(result, MODEL_ERROR, "vae.safetensors", out_dir)
+    assert "no UNet" in line
+
+
+def test_sample_stripped_prefix(tiny_model, tmp_path, out_dir):
+    """The UNet's prefix model.diffusion_model. stripped: a bare UNet beside a prefixed first stage."""
+    tensors, _ = read_checkpoint(tiny_model)
+    path = tmp_path / "stripped.safetensors"
+    save_file({k.removeprefix("model.diffusion_model."): v for k, v in tensors.items()}, str(path))
+
+    result = sample(path, tmp_path)
+
+    line = assert_rejected(result, MODEL_ERROR, "stripped.safetensors", out_dir)
+    assert "no UNet" in line
 
 
 def test_sample_model_missing_tensors(tiny_model, tmp_path, out_dir):

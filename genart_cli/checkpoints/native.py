@@ -117,30 +117,31 @@ def read_header(path: str | Path) -> tuple[dict, list[str]]:
     return config, names
 
 
-def _load_strict(path: Path, module: torch.nn.Module, prefix: str, handle, names: set[str]) -> None:
-    """Copy tensors under `prefix` into `module`; report every mismatch by name in one error."""
+def load_state_strict(label: str, module: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Copy `state` into `module`; report every missing, unexpected or misshaped tensor in one error.
+
+    `prefix` is only for the names in the message, so they read as they are in the file.
+    """
     expected = module.state_dict()
-    present = {n[len(prefix):] for n in names if n.startswith(prefix)}
-    missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected))
-    wrong_shape = []
-    loaded = {}
-    for name in sorted(set(expected) & present):
-        tensor = handle.get_tensor(prefix + name)
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            wrong_shape.append(f"{prefix}{name} {tuple(tensor.shape)} (expected {tuple(expected[name].shape)})")
-        else:
-            loaded[name] = tensor
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{prefix}{name} {tuple(state[name].shape)} (expected {tuple(expected[name].shape)})"
+                   for name in sorted(set(expected) & set(state))
+                   if tuple(state[name].shape) != tuple(expected[name].shape)]
     problems = []
-    for label, items in (("missing", [prefix + n for n in missing]), ("unexpected", [prefix + n for n in unexpected]),
-                         ("wrong shape", wrong_shape)):
+    for kind, items in (("missing", [prefix + n for n in missing]), ("unexpected", [prefix + n for n in unexpected]),
+                        ("wrong shape", wrong_shape)):
         if items:
             shown = ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
-            problems.append(f"{len(items)} {label}: {shown}")
+            problems.append(f"{len(items)} {kind}: {shown}")
     if problems:
-        raise ModelError(f"{path}: tensors do not match the config ({'; '.join(problems)}); "
+        raise ModelError(f"{label}: tensors do not match the config ({'; '.join(problems)}); "
                          "the file is damaged or its config is wrong")
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in loaded.items()}, strict=True)
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _read_prefixed(handle, names: set[str], prefix: str) -> dict[str, torch.Tensor]:
+    return {n[len(prefix):]: handle.get_tensor(n) for n in names if n.startswith(prefix)}
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -163,11 +164,11 @@ def load_bundle(path: str | Path) -> ModelBundle:
     with safe_open(str(path), framework="pt") as handle:
         if ae_config is not None:
             bundle.autoencoder = Autoencoder(ae_config)
-            _load_strict(path, bundle.autoencoder, AE_PREFIX, handle, name_set)
+            load_state_strict(str(path), bundle.autoencoder, _read_prefixed(handle, name_set, AE_PREFIX), AE_PREFIX)
             bundle.autoencoder.eval()
         if unet_config is not None:
             bundle.unet = UNetModel(unet_config)
-            _load_strict(path, bundle.unet, UNET_PREFIX, handle, name_set)
+            load_state_strict(str(path), bundle.unet, _read_prefixed(handle, name_set, UNET_PREFIX), UNET_PREFIX)
             bundle.unet.eval()
     stray = sorted(n for n in names if not n.startswith(AE_PREFIX) and not n.startswith(UNET_PREFIX))
     stray += sorted(n for n in names if n.startswith(AE_PREFIX) and ae_config is None)

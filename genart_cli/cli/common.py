@@ -10,7 +10,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..checkpoints.native import ModelBundle, load_bundle
+from ..checkpoints.loader import WEIGHT_CHOICES, load_model
+from ..checkpoints.native import ModelBundle
 from ..errors import InputError
 from ..runtime.device import DEVICES, PRECISIONS, Runtime, resolve_runtime
 
@@ -33,20 +34,30 @@ def progress_bar(console: Console) -> Progress:
 
 
 def model_options(func):
-    """Add --model, --device, --precision and --quiet, and pass a loaded bundle and Runtime instead."""
+    """Add --model, --config, --weights, --device, --precision and --quiet; pass a bundle and Runtime instead."""
 
-    @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Model checkpoint (genart safetensors). Default: $GENART_MODEL or the bundled emoji model.")
+    @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+                  help="Checkpoint: genart or latent-diffusion safetensors, or a diffusers folder. "
+                       "Default: $GENART_MODEL or the bundled emoji model.")
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="The original yaml config of a latent-diffusion or taming checkpoint.")
+    @click.option("--weights", type=click.Choice(WEIGHT_CHOICES), default="ema", show_default=True,
+                  help="UNet weights of checkpoints that carry an EMA copy.")
     @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                   help="Where to run: auto picks CUDA, then MPS, then the CPU.")
     @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
                   help="Compute precision: auto is fp16 autocast on CUDA and fp32 elsewhere.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress or notes on stderr; errors are still printed.")
     @functools.wraps(func)
-    def wrapper(model_path, device, precision, quiet, **kwargs):
+    def wrapper(model_path, config_path, weights, device, precision, quiet, **kwargs):
         runtime = resolve_runtime(device, precision)
-        bundle = load_bundle(model_path or default_model())
-        return func(bundle=bundle, runtime=runtime, console=stderr_console(quiet), **kwargs)
+        console = stderr_console(quiet)
+        bundle, report = load_model(model_path or default_model(), config_path, weights)
+        for note in report.notes:
+            console.print(f"note: {note}")
+        if report.weights in ("ema", "raw"):
+            console.print(f"using the {report.weights} UNet weights of {bundle.name}")
+        return func(bundle=bundle, runtime=runtime, console=console, **kwargs)
 
     return wrapper
 

@@ -1,0 +1,307 @@
+"""Load any supported checkpoint: genart's own files, the original latent-diffusion and taming
+layouts as safetensors, and diffusers folders. The layout is recognised from the content.
+
+Pickled checkpoints (.ckpt, .pth, .bin) are read only by `genart convert`, through
+`torch.load(weights_only=True)`, which unpickles tensors and plain containers and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from ..diffusion.schedule import ScheduleConfig
+from ..errors import ModelError
+from ..models.autoencoder import Autoencoder
+from ..models.unet import UNetModel
+from . import diffusers_layout, ldm_layout
+from .infer import infer_autoencoder_config, infer_unet_config
+from .native import METADATA_KEY, ModelBundle, autoencoder_fingerprint, load_bundle, load_state_strict
+
+WEIGHT_CHOICES = ("ema", "raw")
+
+
+@dataclass
+class LoadReport:
+    """How a checkpoint was read, for `genart inspect` and for logs."""
+
+    layout: str
+    read: list[str] = field(default_factory=list)  # settings read from the file or its config
+    inferred: list[str] = field(default_factory=list)  # settings derived from tensor names and shapes
+    defaulted: list[str] = field(default_factory=list)  # settings filled with documented defaults
+    weights: str = "single"  # "ema", "raw" or "single" (the file has one copy)
+    notes: list[str] = field(default_factory=list)
+    dtype: str = ""
+
+
+def sniff_format(path: Path) -> str:
+    """Return 'safetensors', 'pickle' or 'unknown' from the first bytes of a file."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if len(head) >= 8:
+        header_size = int.from_bytes(head[:8], "little")
+        if 2 <= header_size < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def load_model(path: str | Path, config_path: str | Path | None = None, weights: str = "ema") -> tuple[ModelBundle, LoadReport]:
+    """Load a checkpoint of any supported layout into a ModelBundle, strictly."""
+    path = Path(path)
+    settings = read_yaml_settings(Path(config_path), str(path)) if config_path else ldm_layout.LdmSettings()
+    if path.is_dir():
+        return load_diffusers_folder(path, weights)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; pass an existing checkpoint with --model")
+    file_format = sniff_format(path)
+    if file_format == "pickle":
+        raise ModelError(f"{path}: a PyTorch pickle checkpoint; convert it once with "
+                         f"`genart convert {path} --out MODEL.safetensors` and use that file")
+    if file_format != "safetensors":
+        raise ModelError(f"{path}: neither a safetensors file nor a diffusers folder; the file may be truncated "
+                         "or of another format")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file ({err}); the file may be truncated: "
+                         "download or convert it again") from None
+    if METADATA_KEY in metadata:
+        bundle = load_bundle(path)
+        return bundle, LoadReport(layout="genart", read=["all settings (genart metadata)"], dtype=stored_dtype(path))
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: the tensors could not be read ({err}); the file may be truncated") from None
+    bundle, report = from_state_dict(state, path, settings, weights)
+    report.dtype = describe_dtypes(state.values())
+    return bundle, report
+
+
+def read_yaml_settings(config_path: Path, label: str) -> ldm_layout.LdmSettings:
+    import yaml
+
+    if not config_path.is_file():
+        raise ModelError(f"{config_path}: config file not found; pass the yaml that came with {label} to --config")
+    try:
+        document = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as err:
+        raise ModelError(f"{config_path}: invalid yaml ({err})") from None
+    if not isinstance(document, dict):
+        raise ModelError(f"{config_path}: not a latent-diffusion or taming config (no mapping at the top)")
+    try:
+        return ldm_layout.settings_from_yaml(document, str(config_path))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{config_path}: incomplete model config ({err})") from None
+
+
+def stored_dtype(path: Path) -> str:
+    with safe_open(str(path), framework="pt") as handle:
+        names = list(handle.keys())
+        return describe_dtypes(handle.get_slice(n).get_dtype() for n in names[:50])
+
+
+def describe_dtypes(values) -> str:
+    names = sorted({str(getattr(v, "dtype", v)).replace("torch.", "").lower() for v in values})
+    return ", ".join(names)
+
+
+def strip_state_dict_level(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(name.startswith("state_dict.") for name in state):
+        return {name[len("state_dict."):]: tensor for name, tensor in state.items()}
+    return state
+
+
+def from_state_dict(state: dict[str, torch.Tensor], path: Path, settings: ldm_layout.LdmSettings,
+                    weights: str = "ema") -> tuple[ModelBundle, LoadReport]:
+    """Build models from a flat state dict in the original latent-diffusion or taming layout."""
+    label = str(path)
+    if weights not in WEIGHT_CHOICES:
+        raise ModelError(f"--weights {weights!r}: choose one of {', '.join(WEIGHT_CHOICES)}")
+    state = strip_state_dict_level(state)
+    names = set(state)
+    has_unet = any(n.startswith(ldm_layout.UNET) for n in names)
+    has_first_stage = any(n.startswith(ldm_layout.FIRST_STAGE + "encoder.") for n in names)
+    if has_unet or has_first_stage:
+        return load_ldm_bundle(state, path, settings, weights)
+    if "encoder.conv_in.weight" in names:
+        return load_standalone_autoencoder(state, path, settings)
+    if "input_blocks.0.0.weight" in names:
+        raise ModelError(f"{label}: a bare UNet without its autoencoder; genart needs both in one file, under "
+                         "model.diffusion_model. and first_stage_model.")
+    if any(n.startswith(("down_blocks.", "encoder.down_blocks.")) for n in names):
+        raise ModelError(f"{label}: a single diffusers model file; pass the whole diffusers folder "
+                         "(with model_index.json and the config.json files) instead")
+    if any(n.startswith(("params_ema.", "params.", "conv_first.", "body.", "RRDB_trunk.")) for n in names):
+        raise ModelError(f"{label}: an ESRGAN-family upscaler; genart cannot sample from it")
+    sample = sorted(names)[:3]
+    raise ModelError(f"{label}: unrecognised tensor layout (first names: {', '.join(sample)}); "
+                     "expected a latent-diffusion, taming or genart checkpoint")
+
+
+def load_standalone_autoencoder(state, path: Path, settings) -> tuple[ModelBundle, LoadReport]:
+    label = str(path)
+    report = LoadReport(layout="ldm-autoencoder")
+    ae_state = {n: t for n, t in state.items() if n.startswith(ldm_layout.AE_TOP_LEVEL)}
+    ignored = len(state) - len(ae_state)
+    if ignored:
+        report.notes.append(f"ignored {ignored} training-only tensors (loss.* and similar)")
+    autoencoder = build_autoencoder(ae_state, label, settings, report, prefix="")
+    bundle = ModelBundle(path=path, autoencoder=autoencoder, model_card=f"autoencoder from {path.name}",
+                         autoencoder_sha256=autoencoder_fingerprint(autoencoder.config, autoencoder.state_dict()))
+    return bundle, report
+
+
+def build_autoencoder(ae_state, label, settings, report: LoadReport, prefix: str) -> Autoencoder:
+    if settings.autoencoder is not None:
+        config = settings.autoencoder
+        report.read.append("autoencoder architecture (config)")
+    else:
+        config, defaulted = infer_autoencoder_config(ae_state, label)
+        report.inferred.append("autoencoder architecture")
+        report.defaulted.extend(f"autoencoder {name}" for name in defaulted)
+    autoencoder = Autoencoder(config)
+    load_state_strict(label, autoencoder, ae_state, prefix)
+    return autoencoder.eval()
+
+
+def load_ldm_bundle(state, path: Path, settings, weights: str) -> tuple[ModelBundle, LoadReport]:
+    label = str(path)
+    report = LoadReport(layout="ldm")
+    unet_state = {n[len(ldm_layout.UNET):]: t for n, t in state.items() if n.startswith(ldm_layout.UNET)}
+    ae_state = {n[len(ldm_layout.FIRST_STAGE):]: t for n, t in state.items() if n.startswith(ldm_layout.FIRST_STAGE)}
+    if not unet_state:
+        raise ModelError(f"{label}: only a first-stage autoencoder under first_stage_model.; no UNet under "
+                         "model.diffusion_model.")
+    if not ae_state:
+        raise ModelError(f"{label}: a UNet without its first stage (no first_stage_model. tensors); "
+                         "pass the full latent-diffusion checkpoint")
+
+    ema_names = {name: ldm_layout.ema_name(name) for name in unet_state}
+    ema_present = [ema for ema in ema_names.values() if ema in state]
+    if weights == "ema" and ema_present:
+        if len(ema_present) != len(ema_names):
+            missing = sorted(set(ema_names.values()) - set(ema_present))
+            raise ModelError(f"{label}: the EMA copy lacks {len(missing)} tensors such as {missing[0]}; "
+                             "use --weights raw or get an intact file")
+        unet_state = {name: state[ema] for name, ema in ema_names.items()}
+        report.weights = "ema"
+    else:
+        report.weights = "raw"
+        if weights == "ema":
+            report.notes.append("no EMA copy (model_ema.*) in the file; using the raw UNet weights")
+
+    if settings.unet is not None:
+        unet_config = settings.unet
+        report.read.append("UNet architecture (config)")
+    else:
+        unet_config, defaulted = infer_unet_config(unet_state, label)
+        report.inferred.append("UNet architecture")
+        report.defaulted.extend(f"UNet {name}" for name in defaulted)
+    unet = UNetModel(unet_config)
+    load_state_strict(label, unet, unet_state, ldm_layout.UNET)
+    autoencoder = build_autoencoder(ae_state, label, settings, report, ldm_layout.FIRST_STAGE)
+
+    if settings.schedule is not None:
+        schedule = settings.schedule
+    elif "betas" in state:
+        schedule = ldm_layout.schedule_from_betas(state["betas"], label)
+        report.read.append("schedule (betas buffer)")
+    else:
+        schedule = ScheduleConfig()
+        report.defaulted.append("schedule (linear 0.0015 to 0.0195, 1000 steps)")
+    if settings.scale_factor is not None:
+        scale_factor = settings.scale_factor
+    elif "scale_factor" in state:
+        scale_factor = float(state["scale_factor"])
+        report.read.append("scale_factor (buffer)")
+    else:
+        scale_factor = 1.0
+        report.defaulted.append("scale_factor 1.0")
+    conditioning = settings.conditioning
+    if conditioning is None:
+        conditioning = ldm_layout.conditioning_from_channels(unet_config.in_channels, autoencoder.config.embed_dim)
+        report.inferred.append("conditioning (UNet input channels)")
+    if conditioning == "crossattn" or unet_config.num_classes is not None:
+        raise ModelError(f"{label}: a class- or text-conditioned model; genart does not run these yet")
+
+    bundle = ModelBundle(path=path, autoencoder=autoencoder, unet=unet.eval(), schedule=schedule,
+                         scale_factor=scale_factor, conditioning=conditioning,
+                         model_card=f"latent-diffusion checkpoint {path.name} ({report.weights} weights)",
+                         autoencoder_sha256=autoencoder_fingerprint(autoencoder.config, autoencoder.state_dict()))
+    return bundle, report
+
+
+def load_diffusers_folder(folder: Path, weights: str) -> tuple[ModelBundle, LoadReport]:
+    """Load a diffusers pipeline folder (vqvae/ or vae/, unet/, scheduler/) or a single model folder."""
+    label = str(folder)
+    report = LoadReport(layout="diffusers")
+    if weights == "raw":
+        report.notes.append("diffusers folders hold one copy of the weights; --weights is ignored")
+
+    def component(name: str):
+        sub = folder / name
+        config_file = sub / "config.json"
+        if not config_file.is_file():
+            return None, None
+        weights_file = sub / "diffusion_pytorch_model.safetensors"
+        if not weights_file.is_file():
+            raise ModelError(f"{sub}: no diffusion_pytorch_model.safetensors; genart reads safetensors only "
+                             "(convert .bin files with `genart convert`)")
+        return json.loads(config_file.read_text()), load_file(str(weights_file))
+
+    ae_config_json, ae_state = component("vqvae")
+    if ae_config_json is None:
+        ae_config_json, ae_state = component("vae")
+    unet_config_json, unet_state = component("unet")
+    if ae_config_json is None and (folder / "config.json").is_file():
+        ae_config_json, ae_state = component(".")
+    if ae_config_json is None:
+        raise ModelError(f"{label}: no vqvae/ or vae/ folder with a config.json; not a diffusers "
+                         "latent-diffusion folder")
+
+    ae_config = diffusers_layout.autoencoder_config_from_diffusers(ae_config_json, label)
+    autoencoder = Autoencoder(ae_config)
+    load_state_strict(label, autoencoder, diffusers_layout.autoencoder_to_ldm(ae_state, len(ae_config.ch_mult)))
+    report.read.append("autoencoder architecture (config.json)")
+    # VQ latent-diffusion models use 1.0; diffusers' default of 0.18215 would break them.
+    if ae_config.kind == "vq":
+        scale_factor = float(ae_config_json.get("scaling_factor", 1.0))
+    else:
+        scale_factor = float(ae_config_json.get("scaling_factor", 0.18215))
+    bundle = ModelBundle(path=folder, autoencoder=autoencoder.eval(), scale_factor=scale_factor,
+                         model_card=f"diffusers folder {folder.name}",
+                         autoencoder_sha256=autoencoder_fingerprint(ae_config, autoencoder.state_dict()))
+    if unet_config_json is not None:
+        unet_config = diffusers_layout.unet_config_from_diffusers(unet_config_json, label)
+        unet = UNetModel(unet_config)
+        mapped = diffusers_layout.unet_to_ldm(unet_state, unet_config.num_res_blocks, unet_config.num_head_channels)
+        load_state_strict(label, unet, mapped)
+        bundle.unet = unet.eval()
+        bundle.conditioning = ldm_layout.conditioning_from_channels(unet_config.in_channels, ae_config.embed_dim)
+        report.read.append("UNet architecture (config.json)")
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if scheduler_file.is_file():
+        bundle.schedule = schedule_from_diffusers(json.loads(scheduler_file.read_text()), label)
+        report.read.append("schedule (scheduler_config.json)")
+    elif bundle.unet is not None:
+        report.defaulted.append("schedule (linear 0.0015 to 0.0195, 1000 steps)")
+    report.dtype = describe_dtypes(list(ae_state.values())[:20])
+    return bundle, report
+
+
+def schedule_from_diffusers(config: dict, label: str) -> ScheduleConfig:
+    kind = config.get("beta_schedule", "linear")
+    if kind != "scaled_linear":
+        raise ModelError(f"{label}: scheduler beta_schedule {kind!r} is not supported; genart implements "
+                         "'scaled_linear' (latent-diffusion's 'linear')")
+    return ScheduleConfig(num_timesteps=config.get("num_train_timesteps", 1000),
+                          linear_start=config.get("beta_start", 0.0001), linear_end=config.get("beta_end", 0.02))
