@@ -8,6 +8,7 @@ Pickled checkpoints (.ckpt, .pth, .bin) are read only by `genart convert`, throu
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class LoadReport:
     inferred: list[str] = field(default_factory=list)  # settings derived from tensor names and shapes
     defaulted: list[str] = field(default_factory=list)  # settings filled with documented defaults
     weights: str = "single"  # "ema", "raw" or "single" (the file has one copy)
+    ema_available: bool = False
     notes: list[str] = field(default_factory=list)
     dtype: str = ""
 
@@ -51,6 +53,36 @@ def sniff_format(path: Path) -> str:
     if zipfile.is_zipfile(path) or head[:1] == b"\x80":
         return "pickle"
     return "unknown"
+
+
+def read_pickle_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read a pickled checkpoint with torch.load(weights_only=True) and return its flat tensor dict.
+
+    weights_only unpickles tensors, numbers, strings and plain containers only, so no code from the
+    file runs. A Lightning checkpoint's weights are under `state_dict`, Real-ESRGAN's under
+    `params_ema` or `params`.
+    """
+    import pickle
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+        # torch's message is long and suggests loading with code execution; keep only the culprit.
+        globals_named = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        reason = f"it references {globals_named[0]}" if globals_named else type(err).__name__
+        raise ModelError(f"{path}: the pickle needs more than tensors and plain containers to load ({reason}); "
+                         "genart never runs code from a checkpoint: find a safetensors release of it") from None
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "params_ema", "params"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict):
+        raise ModelError(f"{path}: the pickle holds a {type(checkpoint).__name__}, not a dict of tensors")
+    tensors = {name: value for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise ModelError(f"{path}: the pickle has no tensors")
+    return tensors
 
 
 def load_model(path: str | Path, config_path: str | Path | None = None, weights: str = "ema") -> tuple[ModelBundle, LoadReport]:
@@ -187,6 +219,7 @@ def load_ldm_bundle(state, path: Path, settings, weights: str) -> tuple[ModelBun
 
     ema_names = {name: ldm_layout.ema_name(name) for name in unet_state}
     ema_present = [ema for ema in ema_names.values() if ema in state]
+    report.ema_available = bool(ema_present)
     if weights == "ema" and ema_present:
         if len(ema_present) != len(ema_names):
             missing = sorted(set(ema_names.values()) - set(ema_present))
