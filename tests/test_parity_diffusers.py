@@ -190,3 +190,20 @@ def test_ddim_scheduler_parity(eta):
     assert [int(t) for t in scheduler.timesteps] == list(range(981, 0, -20))
     assert x.abs().max() < 10
     assert max_diff(ours, x) <= TOLERANCE
+
+
+def test_bsr_sr_full_size_forward():
+    """The bsr_sr UNet at its released size: 113.6M parameters, one forward matching diffusers."""
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DModel(
+        sample_size=64, in_channels=6, out_channels=3, block_out_channels=(160, 320, 320, 640), layers_per_block=2,
+        down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3, attention_head_dim=32, norm_num_groups=32,
+        flip_sin_to_cos=True, freq_shift=0, downsample_padding=1).eval()
+    model = genart_unet(reference)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(113.6e6, rel=5e-4)
+    assert len(model.state_dict()) == 306
+    x = torch.randn(1, 6, 16, 16, generator=torch.Generator().manual_seed(8))
+    t = torch.tensor([500])
+    with torch.no_grad():
+        assert max_diff(model(x, t), reference(x, t).sample) <= TOLERANCE
