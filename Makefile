@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
 AE_STEPS ?= 3200
-UNET_STEPS ?= 9000
+UNET_STEPS ?= 8000
 
 .PHONY: install demo test weights bench clean
 
