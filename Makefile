@@ -4,11 +4,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel of torch; GPU users can pass another requirement, e.g. make install TORCH=torch.
+# On the project's machines pip takes torch 2.13.0 from a local CPU wheel; elsewhere this pin may
+# pull a CUDA build. Pass another requirement to choose, e.g. make install TORCH=torch.
 TORCH ?= torch==2.13.0
 
 AE_STEPS ?= 3200
-UNET_STEPS ?= 8000
+UNET_STEPS ?= 7000
 
 .PHONY: install demo test weights bench clean
 

@@ -1,7 +1,8 @@
 """Errors that the CLI turns into a one-line message and a documented exit code.
 
-Exit codes: 0 success, 1 unexpected internal error, 2 usage error (Click), 3 invalid input file,
-4 invalid or incompatible model, 5 numerical failure (NaN or Inf output), 130 interrupted.
+Exit codes: 0 success, 1 unexpected internal error, 2 usage error (Click), 3 invalid input file or
+unwritable output, 4 invalid or incompatible model, 5 numerical failure (NaN or Inf output),
+130 interrupted.
 """
 
 

@@ -53,6 +53,10 @@ def decode(autoencoder: Autoencoder, latents: torch.Tensor, runtime: Runtime, la
     A decode that yields NaN or Inf under fp16 or bf16 is redone in fp32; if fp32 fails too,
     NumericalError is raised, so no black or garbage image is ever written.
     """
+    if not torch.isfinite(latents).all():
+        # A VQ decoder would snap NaN to some codebook entry and hide it, so check before decoding.
+        raise NumericalError(f"{label}: the latent contains NaN or Inf; with --precision fp16 or bf16, "
+                             "try --precision fp32")
     latents = latents.to(runtime.device, torch.float32)
     with runtime.autocast():
         pixels = autoencoder.decode(latents).float()
@@ -66,8 +70,21 @@ def decode(autoencoder: Autoencoder, latents: torch.Tensor, runtime: Runtime, la
 @torch.no_grad()
 def decode_indices(autoencoder: Autoencoder, indices: torch.Tensor, runtime: Runtime, label: str = "output") -> torch.Tensor:
     """Decode codebook indices (B, h, w) to pixels (B, 3, h * f, w * f) in [-1, 1] on the CPU."""
+    n_embed = autoencoder.config.n_embed
+    if indices.numel() and (indices.min() < 0 or indices.max() >= n_embed):
+        raise InputError(f"{label}: codebook indices outside 0 to {n_embed - 1}; encode the image again")
     latents = autoencoder.quantize.lookup(indices.to(runtime.device)).float()
     return decode(autoencoder, latents, runtime, label)
+
+
+def is_image_file(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError):
+        return False
 
 
 def save_latent(path: str | Path, latent: torch.Tensor, indices: torch.Tensor | None, *,
@@ -101,6 +118,8 @@ def load_latent(path: str | Path, autoencoder_sha256: str) -> LatentFile:
     another autoencoder than the one given by its fingerprint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not a latent file; pass the .latent.safetensors files in it")
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path")
     try:
@@ -110,6 +129,8 @@ def load_latent(path: str | Path, autoencoder_sha256: str) -> LatentFile:
             latent = handle.get_tensor("latent") if "latent" in names else None
             indices = handle.get_tensor("indices") if "indices" in names else None
     except (SafetensorError, OSError, ValueError) as err:
+        if is_image_file(path):
+            raise InputError(f"{path}: an image, not a latent file; encode it first with `genart encode`") from None
         raise InputError(f"{path}: not a readable safetensors file ({err}); encode the image again") from None
     if metadata.get("format") != LATENT_FORMAT or latent is None:
         raise InputError(f"{path}: not a genart latent file; make one with `genart encode`")

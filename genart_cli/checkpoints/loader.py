@@ -92,14 +92,14 @@ def load_model(path: str | Path, config_path: str | Path | None = None, weights:
     if path.is_dir():
         return load_diffusers_folder(path, weights)
     if not path.is_file():
-        raise ModelError(f"{path}: model file not found; pass an existing checkpoint with --model")
+        raise ModelError(f"{path}: model file or folder not found; check the path")
     file_format = sniff_format(path)
     if file_format == "pickle":
         raise ModelError(f"{path}: a PyTorch pickle checkpoint; convert it once with "
                          f"`genart convert {path} --out MODEL.safetensors` and use that file")
     if file_format != "safetensors":
-        raise ModelError(f"{path}: neither a safetensors file nor a diffusers folder; the file may be truncated "
-                         "or of another format")
+        raise ModelError(f"{path}: not a safetensors file, a PyTorch pickle or a diffusers folder; the file may "
+                         "be truncated or of another format")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -108,7 +108,15 @@ def load_model(path: str | Path, config_path: str | Path | None = None, weights:
                          "download or convert it again") from None
     if METADATA_KEY in metadata:
         bundle = load_bundle(path)
-        return bundle, LoadReport(layout="genart", read=["all settings (genart metadata)"], dtype=stored_dtype(path))
+        report = LoadReport(layout="genart", read=["all settings (genart metadata)"], dtype=stored_dtype(path))
+        if "converted_from" in bundle.extra:
+            # A converted file keeps the record of how its source was read.
+            report.read = bundle.extra.get("read", [])
+            report.inferred = bundle.extra.get("inferred", [])
+            report.defaulted = bundle.extra.get("defaulted", [])
+            report.notes.append(f"converted by genart from {bundle.extra['converted_from']} "
+                                f"({bundle.extra.get('layout', 'unknown')} layout)")
+        return bundle, report
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -141,9 +149,17 @@ def stored_dtype(path: Path) -> str:
         return describe_dtypes(handle.get_slice(n).get_dtype() for n in names[:50])
 
 
+SAFETENSORS_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "I64": "int64",
+                      "I32": "int32"}
+
+
 def describe_dtypes(values) -> str:
-    names = sorted({str(getattr(v, "dtype", v)).replace("torch.", "").lower() for v in values})
-    return ", ".join(names)
+    """Name the dtypes of tensors, or of safetensors dtype strings, in torch's spelling."""
+    names = set()
+    for value in values:
+        name = str(getattr(value, "dtype", value))
+        names.add(SAFETENSORS_DTYPES.get(name, name.replace("torch.", "")))
+    return ", ".join(sorted(names))
 
 
 def strip_state_dict_level(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

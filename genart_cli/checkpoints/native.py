@@ -99,7 +99,7 @@ def read_header(path: str | Path) -> tuple[dict, list[str]]:
     """Return (genart config, tensor names) without loading tensors; ModelError if unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: model file not found; pass an existing checkpoint with --model")
+        raise ModelError(f"{path}: model file not found; check the path")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

@@ -20,8 +20,8 @@ from .train import train_group
 def cli():
     """Generate images with latent diffusion, and encode and decode them with VQ autoencoders.
 
-    Exit codes: 0 success, 1 internal error, 2 usage error, 3 invalid input file,
-    4 invalid or incompatible model, 5 NaN or Inf output, 130 interrupted.
+    Exit codes: 0 success, 1 internal error, 2 usage error, 3 invalid input file or
+    unwritable output, 4 invalid or incompatible model, 5 NaN or Inf output, 130 interrupted.
     """
 
 
@@ -49,4 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     except GenartError as err:
         click.echo(f"genart: error: {err}", err=True)
         code = err.exit_code
+    except OSError as err:
+        # Reading and writing files: a full disk, a missing permission, a name too long.
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"genart: error: {where}{err.strerror or err}; check the path and free space", err=True)
+        code = 3
     sys.exit(code if isinstance(code, int) else 0)

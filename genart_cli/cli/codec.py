@@ -85,6 +85,11 @@ def decode_command(ctx, bundle, runtime, console, latents, out, from_indices, ov
             else:
                 pixels = decode(autoencoder, stored.latent, runtime, label=str(source))
             height, width = stored.image_size
+            f = bundle.autoencoder.downsample_factor
+            latent_h, latent_w = stored.latent.shape[-2:]
+            if not ((latent_h - 1) * f < height <= latent_h * f and (latent_w - 1) * f < width <= latent_w * f):
+                raise InputError(f"{source}: stored image size {height}x{width} does not fit a {latent_h}x{latent_w} "
+                                 "latent; encode the image again")
             pixels = pixels[0, :, :height, :width]
             return save_png(pixels, target, png_settings(bundle, runtime, source=source.name))
         return str(source), run

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..checkpoints.loader import WEIGHT_CHOICES, load_model
 from ..checkpoints.native import ModelBundle
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..runtime.device import DEVICES, PRECISIONS, Runtime, resolve_runtime
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +52,8 @@ def model_options(func):
     def wrapper(model_path, config_path, weights, device, precision, quiet, **kwargs):
         runtime = resolve_runtime(device, precision)
         console = stderr_console(quiet)
+        if model_path is None and os.environ.get("GENART_MODEL") and not default_model().exists():
+            raise ModelError(f"{default_model()}: not found; GENART_MODEL points to it: fix or unset GENART_MODEL")
         bundle, report = load_model(model_path or default_model(), config_path, weights)
         for note in report.notes:
             console.print(f"note: {note}")
@@ -73,6 +75,9 @@ def plan_outputs(inputs: list[Path], out_option: str, suffix: str, overwrite: bo
     Raises InputError for name collisions and, without --overwrite, for outputs that exist already.
     """
     out = Path(out_option)
+    if len(inputs) > 1 and not names_folder(out_option) and out.suffix:
+        raise click.BadParameter(f"{len(inputs)} inputs need a folder, not the file name {out_option}; "
+                                 "end the folder name with /", param_hint="--out")
     if names_folder(out_option) or len(inputs) > 1:
         outputs = [out / (output_stem(path) + suffix) for path in inputs]
     else:
@@ -82,7 +87,7 @@ def plan_outputs(inputs: list[Path], out_option: str, suffix: str, overwrite: bo
         if target in seen:
             raise InputError(f"{source}: its output {target} collides with that of {seen[target]}; rename one input")
         seen[target] = source
-    check_overwrite(outputs, overwrite)
+    check_outputs(outputs, overwrite)
     return outputs
 
 
@@ -94,7 +99,22 @@ def output_stem(path: Path) -> str:
     return path.stem
 
 
-def check_overwrite(outputs: list[Path], overwrite: bool) -> None:
+def check_outputs(outputs: list[Path], overwrite: bool) -> None:
+    """Fail before any work when an output exists (without --overwrite) or cannot be created.
+
+    An output cannot be created when one of its parent paths is a file, or is a folder that exists
+    but is not writable.
+    """
+    for path in outputs:
+        if path.is_dir():
+            raise InputError(f"{path}: output is a folder; choose a file name for --out")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{path}: cannot create it because {parent} is a file; choose another --out")
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"{path}: {parent} is not writable; choose another --out")
     if overwrite:
         return
     existing = [p for p in outputs if p.exists()]

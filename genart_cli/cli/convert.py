@@ -10,7 +10,7 @@ import torch
 from ..checkpoints.ldm_layout import LdmSettings
 from ..checkpoints.loader import WEIGHT_CHOICES, from_state_dict, load_model, read_pickle_state, read_yaml_settings, sniff_format
 from ..checkpoints.native import save_bundle
-from .common import check_overwrite, stderr_console
+from .common import check_outputs, stderr_console
 
 
 @click.command("convert")
@@ -28,7 +28,7 @@ def convert_command(source, out, config_path, weights, fp16, overwrite, quiet):
     """Convert a .ckpt/.pth pickle (read with weights_only), a latent-diffusion safetensors file or a
     diffusers folder into one self-describing genart safetensors file."""
     console = stderr_console(quiet)
-    check_overwrite([out], overwrite)
+    check_outputs([out], overwrite)
     if source.is_file() and sniff_format(source) == "pickle":
         settings = read_yaml_settings(config_path, str(source)) if config_path else LdmSettings()
         bundle, report = from_state_dict(read_pickle_state(source), source, settings, weights)
@@ -39,6 +39,7 @@ def convert_command(source, out, config_path, weights, fp16, overwrite, quiet):
     save_bundle(out, autoencoder=bundle.autoencoder, unet=bundle.unet, schedule=bundle.schedule,
                 scale_factor=bundle.scale_factor, conditioning=bundle.conditioning,
                 model_card=bundle.model_card or f"converted from {source.name}",
-                extra={"converted_from": source.name, "layout": report.layout, "weights": report.weights},
+                extra={"converted_from": source.name, "layout": report.layout, "weights": report.weights,
+                       "read": report.read, "inferred": report.inferred, "defaulted": report.defaulted},
                 dtype=torch.float16 if fp16 else torch.float32)
     click.echo(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import torch
 
 from ..diffusion.pipeline import SampleSettings, check_can_sample, sample
 from ..diffusion.samplers import SAMPLERS
-from ..errors import InputError
 from ..imaging.io import make_grid, save_png
-from .common import check_overwrite, model_options, names_folder, png_settings, progress_bar
+from .common import check_outputs, model_options, names_folder, png_settings, progress_bar
 
 COUNTER = re.compile(r"%0?\d*d")
+# torch's CPU generator keeps only the low 32 bits of a seed, so larger seeds would repeat images.
+MAX_SEED = 2**32 - 1
 
 
 def sample_paths(out_option: str, num_images: int) -> list[Path]:
@@ -25,12 +27,16 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
     name is used as it is for one image; for several, a counter is added before the suffix.
     """
     out = Path(out_option)
+    if len(COUNTER.findall(out_option)) > 1:
+        raise click.BadParameter(f"{out_option!r} has more than one counter; use one, as in art-%03d.png",
+                                 param_hint="--out")
     if COUNTER.search(out_option):
         return [Path(COUNTER.sub(lambda m: m.group(0) % k, out_option, count=1)) for k in range(num_images)]
     if names_folder(out_option) or not out.suffix:
         return [out / f"sample-{k:05d}.png" for k in range(num_images)]
     if out.suffix.lower() != ".png":
-        raise InputError(f"{out}: genart writes PNG images; give --out a .png name, a folder or a pattern")
+        raise click.BadParameter(f"{out}: genart writes PNG images; give a .png name, a folder or a pattern",
+                                 param_hint="--out")
     if num_images == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{k:05d}{out.suffix}") for k in range(num_images)]
@@ -39,10 +45,10 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
 @click.command("sample")
 @model_options
 @click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True, help="Sampler steps.")
-@click.option("--eta", type=click.FloatRange(0.0), default=0.0, show_default=True,
-              help="DDIM noise: 0 is deterministic, 1 is DDPM-like.")
+@click.option("--eta", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="DDIM noise, from 0 (deterministic) to 1 (DDPM-like).")
 @click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="ddim", show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed of image 0; image k uses seed + k.")
 @click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
@@ -55,8 +61,15 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
 def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid, overwrite):
     """Generate images from noise and write them as PNGs with their settings embedded."""
     check_can_sample(bundle)
+    if not math.isfinite(eta):
+        raise click.BadParameter(f"{eta} is not a number between 0 and 1", param_hint="--eta")
+    if seed + num_images - 1 > MAX_SEED:
+        raise click.BadParameter(f"image {num_images - 1} would need seed {seed + num_images - 1}, above {MAX_SEED}",
+                                 param_hint="--seed")
     paths = sample_paths(out, num_images)
-    check_overwrite(paths + ([grid] if grid else []), overwrite)
+    if grid is not None and grid in paths:
+        raise click.BadParameter(f"{grid} is also the path of a sample; choose another grid file", param_hint="--grid")
+    check_outputs(paths + ([grid] if grid else []), overwrite)
     settings = SampleSettings(steps=steps, eta=eta, seed=seed, sampler=sampler, num_images=num_images,
                               batch_size=min(batch_size, num_images))
     console.print(f"sampling {num_images} image(s), {steps} {sampler} steps, eta {eta}, seed {seed}, "

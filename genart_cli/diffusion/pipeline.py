@@ -69,5 +69,6 @@ def sample(bundle: ModelBundle, runtime: Runtime, settings: SampleSettings,
                 noise=lambda: image_noise(generators, latent_shape, runtime.device),
                 callback=lambda i, total: on_step(len(indices)) if on_step else None,
             )
-        pixels = decode(autoencoder, z / bundle.scale_factor, runtime, label=f"image {indices[0]}")
+        label = f"image {indices[0]}" if len(indices) == 1 else f"images {indices[0]} to {indices[-1]}"
+        pixels = decode(autoencoder, z / bundle.scale_factor, runtime, label=label)
         yield from zip(indices, pixels)

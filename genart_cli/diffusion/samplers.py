@@ -29,6 +29,8 @@ def sample_ddim(denoiser, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: 
                 noise: Callable[[], torch.Tensor] | None = None,
                 callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12). eta = 0 is deterministic, eta = 1 matches DDPM's variance."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be between 0 and 1, got {eta}")
     timesteps = ddim_timesteps(steps, len(alphas_cumprod))
     for i, t in enumerate(reversed(timesteps)):
         prev_t = timesteps[len(timesteps) - 2 - i] if i < len(timesteps) - 1 else None

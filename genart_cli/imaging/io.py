@@ -22,6 +22,8 @@ def load_image(path: str | Path) -> torch.Tensor:
     default emoji models were trained on.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not an image file; pass the images in it, e.g. {path}/*.png")
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path")
     try:

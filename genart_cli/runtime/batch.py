@@ -34,7 +34,7 @@ def run_batch(items: Iterable[tuple[str, Callable[[], Path]]], report: Callable[
             path = job()
         except (InputError, NumericalError) as err:
             result.failed.append((label, err))
-            report(f"skipped: {err}")
+            report(str(err))
             continue
         result.written.append(path)
         on_written(path)
