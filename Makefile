@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
 AE_STEPS ?= 3200
-UNET_STEPS ?= 7000
+UNET_STEPS ?= 6500
 
 .PHONY: install demo test weights bench clean
 

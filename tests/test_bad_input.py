@@ -253,3 +253,58 @@ def test_encode_quiet_still_reports(tiny_model, tmp_path, out_dir):
 
     assert result.returncode == INPUT_ERROR
     assert "absent.png" in result.stderr
+
+
+@pytest.mark.parametrize("options", [
+    ("--eta", "1.2"),
+    ("--eta", "nan"),
+    ("--seed", "4294967295", "-n", "2"),
+    ("-o", "out/a-%d-%d.png"),
+    ("-o", "out/x.jpg"),
+    ("-o", "out/s.png", "--grid", "out/s.png"),
+])
+def test_sample_invalid_options(tiny_model, tmp_path, out_dir, options):
+    result = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "1", *options)
+    assert result.returncode == USAGE_ERROR, result.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == []
+
+
+def test_sample_output_under_file(tiny_model, tmp_path, out_dir):
+    (out_dir / "plain.txt").write_text("not a folder")
+    result = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "1", "-o", "out/plain.txt/x.png")
+    lines = message_lines(result.stderr)
+    assert result.returncode == INPUT_ERROR, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "is a file" in lines[0]
+
+
+def test_decode_nan_latent(tiny_model, tmp_path, out_dir):
+    write_test_image(tmp_path / "in.png", 8, 8)
+    assert encode(tiny_model, tmp_path, "in.png", "-o", "in.latent.safetensors").returncode == 0
+    with safe_open(str(tmp_path / "in.latent.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    tensors["latent"] = torch.full_like(tensors["latent"], float("nan"))
+    save_file(tensors, str(tmp_path / "nan.latent.safetensors"), metadata=metadata)
+
+    result = run_cli(tmp_path, "decode", "--model", tiny_model, "nan.latent.safetensors", "-o", "out/x.png")
+
+    line = assert_rejected(result, 5, "nan.latent.safetensors", out_dir)
+    assert "NaN" in line
+
+
+def test_decode_image_file(tiny_model, tmp_path, out_dir):
+    write_test_image(tmp_path / "photo.png", 8, 8)
+    result = run_cli(tmp_path, "decode", "--model", tiny_model, "photo.png", "-o", "out/x.png")
+    line = assert_rejected(result, INPUT_ERROR, "photo.png", out_dir)
+    assert "genart encode" in line
+
+
+def test_decode_several_to_file_name(tiny_model, tmp_path, out_dir):
+    write_test_image(tmp_path / "in.png", 8, 8)
+    assert encode(tiny_model, tmp_path, "in.png", "-o", "a.latent.safetensors").returncode == 0
+    assert encode(tiny_model, tmp_path, "in.png", "-o", "b.latent.safetensors").returncode == 0
+    result = run_cli(tmp_path, "decode", "--model", tiny_model, "a.latent.safetensors", "b.latent.safetensors",
+                     "-o", "out/one.png")
+    assert result.returncode == USAGE_ERROR, result.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == []

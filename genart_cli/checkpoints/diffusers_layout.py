@@ -82,8 +82,9 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int, attention
         if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)$", name):
             return f"input_blocks.{(int(m[1]) + 1) * per_level}.0.op.{m[2]}"
         if m := re.match(r"mid_block\.(resnets|attentions)\.(\d)\.(.+)$", name):
-            index = 1 if m[1] == "attentions" else 0 if m[2] == "0" else 2
-            return f"middle_block.{index}.{m[3]}"
+            if m[1] == "attentions":
+                return f"middle_block.1.{m[3]}"
+            return f"middle_block.{0 if m[2] == '0' else 2}.{m[3]}"
         if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)$", name):
             index = int(m[1]) * per_level + int(m[3])
             return f"output_blocks.{index}.{0 if m[2] == 'resnets' else 1}.{m[4]}"

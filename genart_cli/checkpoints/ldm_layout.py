@@ -27,7 +27,7 @@ AE_TOP_LEVEL = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_
 
 @dataclass
 class LdmSettings:
-    """What a latent-diffusion yaml config sets, each field None where the config is silent."""
+    """Settings from a latent-diffusion yaml config; a field is None where the config does not set it."""
 
     autoencoder: AutoencoderConfig | None = None
     unet: UNetConfig | None = None
@@ -56,7 +56,7 @@ def schedule_from_betas(betas: torch.Tensor, label: str) -> ScheduleConfig:
 
 
 def conditioning_from_channels(unet_in: int, latent_channels: int) -> str:
-    """Guess the conditioning from the UNet's input channels when no config says it."""
+    """Guess the conditioning from the UNet's input channels when no config sets it."""
     if unet_in == latent_channels:
         return "none"
     if unet_in == 2 * latent_channels:

@@ -30,7 +30,7 @@ WEIGHT_CHOICES = ("ema", "raw")
 
 @dataclass
 class LoadReport:
-    """How a checkpoint was read, for `genart inspect` and for logs."""
+    """Record of how a checkpoint was read, for `genart inspect` and for logs."""
 
     layout: str
     read: list[str] = field(default_factory=list)  # settings read from the file or its config
@@ -78,7 +78,7 @@ def read_pickle_state(path: Path) -> dict[str, torch.Tensor]:
                 checkpoint = checkpoint[key]
                 break
     if not isinstance(checkpoint, dict):
-        raise ModelError(f"{path}: the pickle holds a {type(checkpoint).__name__}, not a dict of tensors")
+        raise ModelError(f"{path}: the pickle contains a {type(checkpoint).__name__}, not a dict of tensors")
     tensors = {name: value for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
     if not tensors:
         raise ModelError(f"{path}: the pickle has no tensors")
@@ -91,6 +91,7 @@ def load_model(path: str | Path, config_path: str | Path | None = None, weights:
     settings = read_yaml_settings(Path(config_path), str(path)) if config_path else ldm_layout.LdmSettings()
     if path.is_dir():
         return load_diffusers_folder(path, weights)
+
     if not path.is_file():
         raise ModelError(f"{path}: model file or folder not found; check the path")
     file_format = sniff_format(path)
@@ -100,6 +101,7 @@ def load_model(path: str | Path, config_path: str | Path | None = None, weights:
     if file_format != "safetensors":
         raise ModelError(f"{path}: not a safetensors file, a PyTorch pickle or a diffusers folder; the file may "
                          "be truncated or of another format")
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
