@@ -6,7 +6,6 @@ the codebook goes unused. Held-out PSNR is measured on the quantized decode, as 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from ..checkpoints.native import save_bundle
 from ..models.autoencoder import Autoencoder, AutoencoderConfig, parameter_count, psnr
 from .data import load_image_folder, split_holdout, to_model_range
-from .loop import Stopwatch, load_state, lr_at, save_state, training_progress
+from .loop import bf16_autocast, lr_at, resume, save_state, training_progress
 
 
 @dataclass
@@ -43,10 +42,6 @@ def default_config(image_size: int) -> AutoencoderConfig:
                              resolution=image_size, z_channels=3, embed_dim=3, n_embed=512, mid_attention=True)
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def heldout_psnr(model: Autoencoder, images: torch.Tensor, batch_size: int = 64) -> float:
     """PSNR in dB over held-out uint8 images, fp32, decoding through the quantizer."""
@@ -71,16 +66,7 @@ def train_autoencoder(job: AutoencoderTraining, log=print) -> dict:
     model = Autoencoder(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate, betas=(0.5, 0.9))
     state_path = job.run_dir / "autoencoder-state.pt"
-    state = load_state(state_path)
-    step, history = 0, []
-    generator = torch.Generator().manual_seed(job.seed)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        generator.set_state(state["generator"])
-        log(f"resuming from {state_path} at step {step}")
-    clock = Stopwatch(state["elapsed"] if state else 0.0)
+    step, history, generator, clock = resume(state_path, job.seed, {"model": model, "optimizer": optimizer}, log)
     log(f"autoencoder: {parameter_count(model) / 1e6:.2f}M parameters, {cfg.n_embed} codes")
 
     usage = torch.zeros(cfg.n_embed)
@@ -110,7 +96,7 @@ def train_autoencoder(job: AutoencoderTraining, log=print) -> dict:
             flip = torch.rand(job.batch_size, generator=generator) < 0.5
             x[flip] = x[flip].flip(-1)
 
-            with autocast(job.bf16):
+            with bf16_autocast(job.bf16):
                 z = model.encode(x)
                 z_q, indices, codebook_loss = model.quantize(z.float())
                 recon = model.decoder(model.post_quant_conv(z_q))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -57,6 +58,27 @@ def load_state(path: Path) -> dict | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def bf16_autocast(enabled: bool):
+    """bf16 autocast on the CPU, or a no-op context when training in fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def resume(state_path: Path, seed: int, parts: dict, log) -> tuple[int, list, torch.Generator, "Stopwatch"]:
+    """Restore `parts` (state-dict key -> object with load_state_dict) from a saved training state.
+
+    Returns (step, history, data generator, stopwatch); a missing state gives a fresh start.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state = load_state(state_path)
+    if state is None:
+        return 0, [], generator, Stopwatch()
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    generator.set_state(state["generator"])
+    log(f"resuming from {state_path} at step {state['step']}")
+    return state["step"], state["history"], generator, Stopwatch(state["elapsed"])
 
 
 def training_progress(quiet: bool) -> Progress:

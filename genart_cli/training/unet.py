@@ -8,7 +8,6 @@ contains whichever of EMA and raw weights has the lower held-out loss.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ..errors import ModelError
 from ..models.autoencoder import parameter_count
 from ..models.unet import UNetConfig, UNetModel
 from .data import load_image_folder, split_holdout, to_model_range
-from .loop import EMA, Stopwatch, load_state, lr_at, save_state, training_progress
+from .loop import EMA, bf16_autocast, lr_at, resume, save_state, training_progress
 
 
 @dataclass
@@ -50,10 +49,6 @@ def default_config(latent_size: int, channels: int) -> UNetConfig:
                       image_size=latent_size)
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 @torch.no_grad()
 def encode_all(autoencoder, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Encode uint8 images (N, 3, H, W) to fp32 latents before quantization, as diffusion uses them."""
@@ -70,7 +65,7 @@ def diffusion_loss(unet: UNetModel, z0: torch.Tensor, t: torch.Tensor, noise: to
     """
     a = alphas_cumprod[t].float()[:, None, None, None]
     x_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-    with autocast(bf16):
+    with bf16_autocast(bf16):
         eps = unet(x_t, t)
     per_sample = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))
     if min_snr_gamma is not None:
@@ -117,17 +112,8 @@ def train_unet(job: UNetTraining, log=print) -> dict:
     ema = EMA(unet)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=job.learning_rate, weight_decay=0.0)
     state_path = job.run_dir / "unet-state.pt"
-    state = load_state(state_path)
-    step, history = 0, []
-    generator = torch.Generator().manual_seed(job.seed)
-    if state is not None:
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        generator.set_state(state["generator"])
-        log(f"resuming from {state_path} at step {step}")
-    clock = Stopwatch(state["elapsed"] if state else 0.0)
+    step, history, generator, clock = resume(state_path, job.seed,
+                                             {"model": unet, "ema": ema, "optimizer": optimizer}, log)
     log(f"UNet: {parameter_count(unet) / 1e6:.2f}M parameters")
 
     def checkpoint():
