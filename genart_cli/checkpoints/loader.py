@@ -210,17 +210,26 @@ def load_standalone_autoencoder(state, path: Path, settings) -> tuple[ModelBundl
     return bundle, report
 
 
-def build_autoencoder(ae_state, label, settings, report: LoadReport, prefix: str) -> Autoencoder:
-    if settings.autoencoder is not None:
-        config = settings.autoencoder
-        report.read.append("autoencoder architecture (config)")
+def build_model(part: str, model_class, given_config, infer, state, label: str, report: LoadReport, prefix: str):
+    """Build `model_class` from the yaml's config if given, else from tensor shapes, and load it strictly.
+
+    `part` names the model in the report ("autoencoder", "UNet"); `infer` is the matching infer_*_config.
+    """
+    if given_config is not None:
+        config = given_config
+        report.read.append(f"{part} architecture (config)")
     else:
-        config, defaulted = infer_autoencoder_config(ae_state, label)
-        report.inferred.append("autoencoder architecture")
-        report.defaulted.extend(f"autoencoder {name}" for name in defaulted)
-    autoencoder = Autoencoder(config)
-    load_state_strict(label, autoencoder, ae_state, prefix)
-    return autoencoder.eval()
+        config, defaulted = infer(state, label)
+        report.inferred.append(f"{part} architecture")
+        report.defaulted.extend(f"{part} {name}" for name in defaulted)
+    model = model_class(config)
+    load_state_strict(label, model, state, prefix)
+    return model.eval()
+
+
+def build_autoencoder(ae_state, label, settings, report: LoadReport, prefix: str) -> Autoencoder:
+    return build_model("autoencoder", Autoencoder, settings.autoencoder, infer_autoencoder_config, ae_state, label,
+                       report, prefix)
 
 
 def load_ldm_bundle(state, path: Path, settings, weights: str) -> tuple[ModelBundle, LoadReport]:
@@ -250,15 +259,9 @@ def load_ldm_bundle(state, path: Path, settings, weights: str) -> tuple[ModelBun
         if weights == "ema":
             report.notes.append("no EMA copy (model_ema.*) in the file; using the raw UNet weights")
 
-    if settings.unet is not None:
-        unet_config = settings.unet
-        report.read.append("UNet architecture (config)")
-    else:
-        unet_config, defaulted = infer_unet_config(unet_state, label)
-        report.inferred.append("UNet architecture")
-        report.defaulted.extend(f"UNet {name}" for name in defaulted)
-    unet = UNetModel(unet_config)
-    load_state_strict(label, unet, unet_state, ldm_layout.UNET)
+    unet = build_model("UNet", UNetModel, settings.unet, infer_unet_config, unet_state, label, report,
+                       ldm_layout.UNET)
+    unet_config = unet.config
     autoencoder = build_autoencoder(ae_state, label, settings, report, ldm_layout.FIRST_STAGE)
 
     if settings.schedule is not None:

@@ -33,6 +33,7 @@ def inspect_command(path, config_path, weights):
     table.add_column("value")
     table.add_row("layout", report.layout)
     table.add_row("kind", describe_kind(bundle))
+
     if bundle.autoencoder is not None:
         ae = bundle.autoencoder.config
         codebook = f", {ae.n_embed} codes" if ae.kind == "vq" else ""
@@ -40,6 +41,7 @@ def inspect_command(path, config_path, weights):
                       f"{ae.num_res_blocks} res blocks, attention at {list(ae.attn_resolutions)} px, "
                       f"mid attention {'yes' if ae.mid_attention else 'no'}, {ae.embed_dim} latent channels{codebook}")
         table.add_row("autoencoder parameters", f"{parameter_count(bundle.autoencoder) / 1e6:.2f}M")
+
     if bundle.unet is not None:
         u = bundle.unet.config
         heads = f"{u.num_head_channels} channels per head" if u.num_head_channels != -1 else f"{u.num_heads} heads"
@@ -55,6 +57,7 @@ def inspect_command(path, config_path, weights):
         table.add_row("schedule", f"{s.beta_schedule} {s.linear_start:g} to {s.linear_end:g}, {s.num_timesteps} steps")
         table.add_row("conditioning", bundle.conditioning)
         table.add_row("scale_factor", f"{bundle.scale_factor:g}")
+
     table.add_row("dtype", report.dtype or "unknown")
     table.add_row("read from file or config", "; ".join(report.read) or "-")
     table.add_row("inferred from tensors", "; ".join(report.inferred) or "-")

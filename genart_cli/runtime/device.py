@@ -43,7 +43,12 @@ def _mps_available() -> bool:
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Turn the --device and --precision option values into a Runtime, or raise DeviceError."""
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif _mps_available():
+            device = "mps"
+        else:
+            device = "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise DeviceError("--device cuda: no CUDA device is available to this torch build; use --device cpu")
     elif device == "mps" and not _mps_available():
