@@ -93,3 +93,62 @@ def test_original_layout_same_outputs(ldm_folder, tmp_path):
     from_original, report = load_model(path, config)
     assert report.layout == "ldm"
     assert np.abs(genart_images(from_original, 10, 0.0, 5) - genart_images(from_folder, 10, 0.0, 5)).max() == 0.0
+
+
+@pytest.fixture(scope="module")
+def sr_folder(tmp_path_factory):
+    """A narrowed bsr_sr: VQ-f4 autoencoder and a UNet taking [latent, low-res image] (6 channels)."""
+    torch.manual_seed(1)
+    vqvae = perturbed(diffusers.VQModel(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 32, 64), layers_per_block=1,
+        latent_channels=3, num_vq_embeddings=64, vq_embed_dim=3, norm_num_groups=32, scaling_factor=1.0))
+    unet = perturbed(diffusers.UNet2DModel(
+        sample_size=16, in_channels=6, out_channels=3, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=32, norm_num_groups=32))
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0155,
+                                        beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                                        steps_offset=1)
+    # Imported from its module: diffusers' lazy package attribute wants transformers for this folder.
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion_superresolution import (
+        LDMSuperResolutionPipeline,
+    )
+
+    pipeline = LDMSuperResolutionPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler)
+    folder = tmp_path_factory.mktemp("diffusers") / "sr"
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return pipeline, folder
+
+
+def test_super_resolution_pipeline_parity(sr_folder):
+    """LDMSuperResolutionPipeline against genart's super_resolve: same weights, input and noise.
+
+    eta 0 for the same reason as test_ldm_pipeline_parity. The input is 16x16, a multiple of 32
+    would be needed only by diffusers' PIL preprocessing, which a tensor input skips.
+    """
+    from genart_cli.diffusion.pipeline import super_resolve
+
+    pipeline, folder = sr_folder
+    bundle, report = load_model(folder)
+    assert report.layout == "diffusers" and bundle.conditioning == "concat-lowres"
+    lowres = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    expected = pipeline(image=lowres, num_inference_steps=20, eta=0.0, generator=torch.Generator().manual_seed(4),
+                        output_type="np").images
+    settings = SampleSettings(steps=20, eta=0.0, seed=4)
+    pixels = super_resolve(bundle, resolve_runtime("cpu", "fp32"), lowres, settings)
+    actual = ((pixels + 1) / 2).permute(0, 2, 3, 1).numpy()
+    assert actual.shape == expected.shape == (1, 64, 64, 3)
+    assert np.abs(actual - expected).max() <= TOLERANCE
+
+
+def test_super_resolution_pads_odd_sizes(sr_folder):
+    """A 13x10 input gives exactly 52x40 pixels; the padding never shows as a resize."""
+    from genart_cli.diffusion.pipeline import super_resolve
+
+    _, folder = sr_folder
+    bundle, _ = load_model(folder)
+    lowres = torch.rand(1, 3, 13, 10, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    pixels = super_resolve(bundle, resolve_runtime("cpu", "fp32"), lowres, SampleSettings(steps=3, eta=1.0, seed=1))
+    assert pixels.shape == (1, 3, 52, 40)
+    assert torch.isfinite(pixels).all()

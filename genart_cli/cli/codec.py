@@ -41,7 +41,7 @@ def encode_command(ctx, bundle, runtime, console, images, out, overwrite):
     """Encode images to latent files (the latent, its codebook indices and the image size)."""
     require_autoencoder(bundle)
     outputs = plan_outputs(list(images), out, ".latent.safetensors", overwrite)
-    autoencoder = bundle.autoencoder.to(runtime.device)
+    autoencoder = runtime.prepare(bundle.autoencoder)
 
     def job(source: Path, target: Path):
         def run() -> Path:
@@ -68,7 +68,7 @@ def decode_command(ctx, bundle, runtime, console, latents, out, from_indices, ov
     """Decode latent files written by `genart encode` back to PNG images."""
     require_autoencoder(bundle)
     outputs = plan_outputs(list(latents), out, ".png", overwrite)
-    autoencoder = bundle.autoencoder.to(runtime.device)
+    autoencoder = runtime.prepare(bundle.autoencoder)
 
     def job(source: Path, target: Path):
         def run() -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..checkpoints.native import ModelBundle
 from ..errors import ModelError
@@ -45,30 +46,79 @@ def image_noise(generators: list[torch.Generator], shape: tuple[int, ...], devic
     return torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators]).to(device)
 
 
+def denoise(unet, alphas_cumprod: torch.Tensor, runtime: Runtime, settings: SampleSettings,
+            generators: list[torch.Generator], latent_shape: tuple[int, int, int],
+            concat: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Run the sampler from fresh noise for one batch; return latents z_0 (B, C, h, w).
+
+    `concat` (B, C_extra, h, w) is appended to the latent on channels at every step (bsr_sr's
+    low-resolution image in [-1, 1]).
+    """
+    x = image_noise(generators, latent_shape, runtime.device)
+    denoiser = EpsDenoiser(unet, alphas_cumprod, concat=concat, autocast=runtime.autocast())
+    with torch.no_grad():
+        return SAMPLERS[settings.sampler](
+            denoiser, x, alphas_cumprod, settings.steps, eta=settings.eta,
+            noise=lambda: image_noise(generators, latent_shape, runtime.device),
+            callback=lambda i, total: on_step(len(generators)) if on_step else None,
+        )
+
+
+def check_sampler(settings: SampleSettings) -> None:
+    if settings.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {settings.sampler!r}; choose from {', '.join(SAMPLERS)}")
+
+
 def sample(bundle: ModelBundle, runtime: Runtime, settings: SampleSettings,
            on_step: Callable[[int], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (image index, pixels (3, H, W) in [-1, 1] on the CPU) for each requested image."""
     check_can_sample(bundle)
-    if settings.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {settings.sampler!r}; choose from {', '.join(SAMPLERS)}")
-    unet = bundle.unet.to(runtime.device)
-    autoencoder = bundle.autoencoder.to(runtime.device)
+    check_sampler(settings)
+    unet = runtime.prepare(bundle.unet)
+    autoencoder = runtime.prepare(bundle.autoencoder)
     alphas_cumprod = make_alphas_cumprod(bundle.schedule)
     cfg = unet.config
     latent_shape = (cfg.out_channels, cfg.image_size, cfg.image_size)
-    sampler = SAMPLERS[settings.sampler]
 
     for start in range(0, settings.num_images, settings.batch_size):
         indices = list(range(start, min(start + settings.batch_size, settings.num_images)))
         generators = [torch.Generator().manual_seed(settings.seed + k) for k in indices]
-        x = image_noise(generators, latent_shape, runtime.device)
-        denoiser = EpsDenoiser(unet, alphas_cumprod, autocast=runtime.autocast())
-        with torch.no_grad():
-            z = sampler(
-                denoiser, x, alphas_cumprod, settings.steps, eta=settings.eta,
-                noise=lambda: image_noise(generators, latent_shape, runtime.device),
-                callback=lambda i, total: on_step(len(indices)) if on_step else None,
-            )
+        z = denoise(unet, alphas_cumprod, runtime, settings, generators, latent_shape, on_step=on_step)
         label = f"image {indices[0]}" if len(indices) == 1 else f"images {indices[0]} to {indices[-1]}"
         pixels = decode(autoencoder, z / bundle.scale_factor, runtime, label=label)
         yield from zip(indices, pixels)
+
+
+def check_can_super_resolve(bundle: ModelBundle) -> None:
+    if bundle.unet is None or bundle.autoencoder is None or bundle.conditioning != "concat-lowres":
+        raise ModelError(f"{bundle.path}: not a latent-diffusion super-resolution model (found "
+                         f"{bundle.conditioning} conditioning); pass a bsr_sr-type checkpoint, whose UNet "
+                         "takes the low-resolution image after the latent")
+
+
+def super_resolve(bundle: ModelBundle, runtime: Runtime, lowres: torch.Tensor, settings: SampleSettings,
+                  on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Upscale lowres (B, 3, h, w) in [-1, 1] with a concat-conditioned model such as bsr_sr.
+
+    The latent has the low-resolution image's size, so the output is (B, 3, f h, f w) in [-1, 1]
+    with f the autoencoder's factor (4 for bsr_sr). Sides that are not a multiple of the UNet's
+    downsampling are padded by edge replication and cropped back. Image k of the batch draws its
+    noise from a generator seeded with settings.seed + k.
+    """
+    check_can_super_resolve(bundle)
+    check_sampler(settings)
+    unet = runtime.prepare(bundle.unet)
+    autoencoder = runtime.prepare(bundle.autoencoder)
+    alphas_cumprod = make_alphas_cumprod(bundle.schedule)
+    multiple = 2 ** (len(unet.config.channel_mult) - 1)
+    h, w = lowres.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h or pad_w:
+        lowres = F.pad(lowres, (0, pad_w, 0, pad_h), mode="replicate")
+    latent_shape = (unet.config.out_channels, h + pad_h, w + pad_w)
+    generators = [torch.Generator().manual_seed(settings.seed + k) for k in range(lowres.shape[0])]
+    concat = lowres.to(runtime.device, torch.float32)
+    z = denoise(unet, alphas_cumprod, runtime, settings, generators, latent_shape, concat=concat, on_step=on_step)
+    pixels = decode(autoencoder, z / bundle.scale_factor, runtime, label="upscaled image")
+    f = autoencoder.downsample_factor
+    return pixels[..., : h * f, : w * f]
