@@ -98,12 +98,13 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        x_norm = self.norm(x)
-        # (B, C, H, W) -> (B, 1, H*W, C): one head whose dimension is C.
-        q, k, v = (proj(x_norm).reshape(b, 1, c, h * w).transpose(2, 3) for proj in (self.q, self.k, self.v))
+        # (B, C, H, W) -> (B, 1, H*W, C): one head whose dimension is C. The 1x1 convs run as linear
+        # maps on the tokens, so q, k and v are contiguous in C for the fused attention kernel.
+        tokens = self.norm(x).reshape(b, c, h * w).transpose(1, 2)[:, None]
+        q, k, v = (F.linear(tokens, proj.weight[:, :, 0, 0], proj.bias) for proj in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
-        out = out.transpose(2, 3).reshape(b, c, h, w)
-        return x + self.proj_out(out)
+        out = F.linear(out, self.proj_out.weight[:, :, 0, 0], self.proj_out.bias)  # (B, 1, H*W, C)
+        return x + out[:, 0].transpose(1, 2).reshape(b, c, h, w)
 
 
 class Downsample(nn.Module):
