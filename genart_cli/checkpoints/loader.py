@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from ..diffusion.schedule import ScheduleConfig
 from ..errors import ModelError
 from ..models.autoencoder import Autoencoder
+from ..models.esrgan import build_upscaler
 from ..models.unet import UNetModel
-from . import diffusers_layout, ldm_layout
+from . import diffusers_layout, esrgan_layout, ldm_layout
 from .infer import infer_autoencoder_config, infer_unet_config
 from .native import METADATA_KEY, ModelBundle, autoencoder_fingerprint, load_bundle, load_state_strict
 
@@ -73,10 +74,12 @@ def read_pickle_state(path: Path) -> dict[str, torch.Tensor]:
         raise ModelError(f"{path}: the pickle needs more than tensors and plain containers to load ({reason}); "
                          "genart never runs code from a checkpoint: find a safetensors release of it") from None
     if isinstance(checkpoint, dict):
-        for key in ("state_dict", "params_ema", "params"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
+        basicsr = {key: checkpoint[key] for key in esrgan_layout.WEIGHT_KEYS if isinstance(checkpoint.get(key), dict)}
+        if basicsr:
+            # Keep both copies as name prefixes, so --weights can choose between them later.
+            checkpoint = {f"{key}.{name}": value for key, level in basicsr.items() for name, value in level.items()}
+        elif isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict):
         raise ModelError(f"{path}: the pickle contains a {type(checkpoint).__name__}, not a dict of tensors")
     tensors = {name: value for name, value in checkpoint.items() if isinstance(value, torch.Tensor)}
@@ -190,11 +193,32 @@ def from_state_dict(state: dict[str, torch.Tensor], path: Path, settings: ldm_la
     if any(n.startswith(("down_blocks.", "encoder.down_blocks.")) for n in names):
         raise ModelError(f"{label}: a single diffusers model file; pass the whole diffusers folder "
                          "(with model_index.json and the config.json files) instead")
-    if any(n.startswith(("params_ema.", "params.", "conv_first.", "body.", "RRDB_trunk.")) for n in names):
-        raise ModelError(f"{label}: an ESRGAN-family upscaler; genart cannot sample from it")
+    if esrgan_layout.is_esrgan_state(names):
+        return load_esrgan(state, path, weights)
     sample = sorted(names)[:3]
     raise ModelError(f"{label}: unrecognised tensor layout (first names: {', '.join(sample)}); "
                      "expected a latent-diffusion, taming or genart checkpoint")
+
+
+def load_esrgan(state, path: Path, weights: str) -> tuple[ModelBundle, LoadReport]:
+    """Load an RRDBNet or SRVGGNetCompact in Real-ESRGAN's (or the old ESRGAN) layout."""
+    label = str(path)
+    report = LoadReport(layout="esrgan")
+    state, report.weights = esrgan_layout.select_weights(state, weights)
+    report.ema_available = report.weights == "ema"
+    state, renamed = esrgan_layout.rename_old_esrgan(state)
+    if renamed:
+        report.layout = "esrgan-original"
+        report.notes.append("old ESRGAN tensor names (RRDB_trunk, trunk_conv, ...) mapped to BasicSR's")
+    config = esrgan_layout.infer_upscaler_config(state, label)
+    report.inferred.append("upscaler architecture and scale")
+    if config.arch == "srvgg" and config.act_type != "prelu":
+        report.defaulted.append("activation LeakyReLU(0.1) (no PReLU weights; ReLU is possible too)")
+    upscaler = build_upscaler(config)
+    load_state_strict(label, upscaler, state)
+    bundle = ModelBundle(path=path, upscaler=upscaler.eval(),
+                         model_card=f"{config.arch} x{config.scale} upscaler from {path.name}")
+    return bundle, report
 
 
 def load_standalone_autoencoder(state, path: Path, settings) -> tuple[ModelBundle, LoadReport]:

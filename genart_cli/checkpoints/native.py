@@ -4,6 +4,8 @@ Tensor names follow the released latent-diffusion checkpoints: the autoencoder u
 `first_stage_model.` and the UNet under `model.diffusion_model.`. The metadata key `genart`
 is a JSON object with `autoencoder`, `unet` (either may be absent), `schedule`, `scale_factor`,
 `conditioning`, `model_card` and `autoencoder_sha256`, so one file is enough to run the model.
+A feed-forward upscaler (RRDBNet or SRVGGNetCompact) sits under `upscaler.`, its config under the
+metadata's `upscaler`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from safetensors.torch import save_file
 
 from ..errors import ModelError
 from ..models.autoencoder import Autoencoder, AutoencoderConfig
+from ..models.esrgan import UpscalerConfig, build_upscaler
 from ..models.unet import UNetConfig, UNetModel
 from ..diffusion.schedule import ScheduleConfig
 from ..runtime.atomic import atomic_path
 
 AE_PREFIX = "first_stage_model."
 UNET_PREFIX = "model.diffusion_model."
+UPSCALER_PREFIX = "upscaler."
 METADATA_KEY = "genart"
 FORMAT_VERSION = 1
 
@@ -36,6 +40,7 @@ class ModelBundle:
     path: Path
     autoencoder: Autoencoder | None = None
     unet: UNetModel | None = None
+    upscaler: torch.nn.Module | None = None  # RRDBNet or SRVGGNetCompact, pixels in [0, 1]
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # The UNet runs on autoencoder latents multiplied by scale_factor.
     scale_factor: float = 1.0
@@ -68,7 +73,7 @@ def stored_tensor(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, unet: UNetModel | None = None,
-                schedule: ScheduleConfig | None = None, scale_factor: float = 1.0, conditioning: str = "none",
+                upscaler: torch.nn.Module | None = None, schedule: ScheduleConfig | None = None, scale_factor: float = 1.0, conditioning: str = "none",
                 model_card: str = "", extra: dict | None = None, dtype: torch.dtype = torch.float32) -> None:
     """Write the models and their config to one safetensors file, atomically."""
     tensors = {}
@@ -89,6 +94,10 @@ def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, une
         config["unet"] = unet.config.to_dict()
         for name, tensor in unet.state_dict().items():
             tensors[UNET_PREFIX + name] = stored_tensor(tensor, dtype)
+    if upscaler is not None:
+        config["upscaler"] = upscaler.config.to_dict()
+        for name, tensor in upscaler.state_dict().items():
+            tensors[UPSCALER_PREFIX + name] = stored_tensor(tensor, dtype)
     if extra:
         config["extra"] = extra
     with atomic_path(path) as tmp:
@@ -153,6 +162,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         schedule = ScheduleConfig.from_dict(config.get("schedule", {}))
         ae_config = AutoencoderConfig.from_dict(config["autoencoder"]) if "autoencoder" in config else None
         unet_config = UNetConfig.from_dict(config["unet"]) if "unet" in config else None
+        upscaler_config = UpscalerConfig.from_dict(config["upscaler"]) if "upscaler" in config else None
     except (TypeError, ValueError) as err:
         raise ModelError(f"{path}: invalid model config ({err}); convert the checkpoint again") from None
 
@@ -170,9 +180,16 @@ def load_bundle(path: str | Path) -> ModelBundle:
             bundle.unet = UNetModel(unet_config)
             load_state_strict(str(path), bundle.unet, _read_prefixed(handle, name_set, UNET_PREFIX), UNET_PREFIX)
             bundle.unet.eval()
-    stray = sorted(n for n in names if not n.startswith(AE_PREFIX) and not n.startswith(UNET_PREFIX))
+        if upscaler_config is not None:
+            bundle.upscaler = build_upscaler(upscaler_config)
+            load_state_strict(str(path), bundle.upscaler, _read_prefixed(handle, name_set, UPSCALER_PREFIX),
+                              UPSCALER_PREFIX)
+            bundle.upscaler.eval()
+    prefixes = (AE_PREFIX, UNET_PREFIX, UPSCALER_PREFIX)
+    stray = sorted(n for n in names if not n.startswith(prefixes))
     stray += sorted(n for n in names if n.startswith(AE_PREFIX) and ae_config is None)
     stray += sorted(n for n in names if n.startswith(UNET_PREFIX) and unet_config is None)
+    stray += sorted(n for n in names if n.startswith(UPSCALER_PREFIX) and upscaler_config is None)
     if stray:
         raise ModelError(f"{path}: {len(stray)} tensors that no model in its config uses, such as {stray[0]}; "
                          "the file is damaged or its config is wrong")

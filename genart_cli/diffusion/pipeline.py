@@ -33,6 +33,8 @@ class SampleSettings:
 
 
 def check_can_sample(bundle: ModelBundle) -> None:
+    if bundle.upscaler is not None:
+        raise ModelError(f"{bundle.path}: an upscaler, not a diffusion model; use it with `genart upscale`")
     if bundle.unet is None or bundle.autoencoder is None:
         found = "an autoencoder only" if bundle.unet is None else "a UNet without an autoencoder"
         raise ModelError(f"{bundle.path}: contains {found}; `genart sample` needs a file with both")

@@ -1,0 +1,236 @@
+"""Upscale images of any size: feed-forward networks tile by tile, latent diffusion with blended tiles.
+
+Pixels here are RGB (1, 3, H, W) float32 in [0, 1], the range the feed-forward networks were
+trained on; the latent-diffusion path maps them to [-1, 1] itself. The output is exactly
+(s H, s W) for the model's scale s: inputs are padded by edge replication to what the model
+needs and the result is cropped back, never resized.
+
+Tiles. A feed-forward tile is cut with `overlap` pixels of context on each side and only its own
+part is kept, so with overlap at least the network's receptive radius the result equals the
+untiled one. Latent diffusion has no such radius (attention sees the whole tile), so its UNet
+runs on overlapping latent windows whose predictions are blended with linear ramps at every
+step, and the decoder's tiles are blended the same way, which leaves no visible seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoints.native import ModelBundle
+from .diffusion.denoiser import EpsDenoiser
+from .diffusion.pipeline import SampleSettings, check_can_super_resolve, check_sampler, image_noise
+from .diffusion.samplers import SAMPLERS
+from .diffusion.schedule import make_alphas_cumprod
+from .errors import ModelError, NumericalError
+from .imaging.resize import imresize
+from .models.esrgan import input_multiple, receptive_radius
+from .runtime.device import Runtime
+
+# Input tile side for --tile auto: keeps the peak memory of one tile well under 2 GiB in fp32.
+AUTO_TILE = {"srvgg": 512, "rrdbnet": 256, "ldm": 128}
+
+
+@dataclass
+class Tiling:
+    tile: int | None = None  # input pixels per tile side; None: the whole image at once
+    overlap: int | None = None  # input pixels of context per side; None: the model's default
+
+
+def model_scale(bundle: ModelBundle) -> int:
+    if bundle.upscaler is not None:
+        return bundle.upscaler.config.scale
+    check_can_super_resolve(bundle)
+    return bundle.autoencoder.downsample_factor
+
+
+def describe(bundle: ModelBundle) -> str:
+    if bundle.upscaler is not None:
+        config = bundle.upscaler.config
+        return f"{config.arch} x{config.scale}"
+    return f"latent diffusion x{model_scale(bundle)}"
+
+
+def windows(size: int, tile: int) -> list[tuple[int, int]]:
+    """Split [0, size) into consecutive (start, end) pieces of at most `tile`."""
+    return [(start, min(start + tile, size)) for start in range(0, size, tile)]
+
+
+@torch.no_grad()
+def upscale_feedforward(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime, tiling: Tiling,
+                        on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> (1, 3, s H, s W) in [0, 1], on the CPU."""
+    model = runtime.prepare(bundle.upscaler)
+    config = model.config
+    scale = config.scale
+    h, w = rgb.shape[-2:]
+    multiple = input_multiple(config)
+    tile = tiling.tile or max(h, w)
+    tile = -(-tile // multiple) * multiple
+    overlap = receptive_radius(config) if tiling.overlap is None else tiling.overlap
+    overlap = -(-overlap // multiple) * multiple
+    # Pad the whole image once, so that every tile (with its context) has sides the model accepts.
+    pad_h, pad_w = -h % multiple, -w % multiple
+    image = F.pad(rgb, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else rgb
+    H, W = image.shape[-2:]
+    out = torch.zeros(1, 3, H * scale, W * scale)
+    pieces = [(r, c) for r in windows(H, tile) for c in windows(W, tile)]
+    for k, ((top, bottom), (left, right)) in enumerate(pieces):
+        # Context beyond the tile, clamped to the image: the image edge is the network's edge too.
+        t0, b0 = max(0, top - overlap), min(H, bottom + overlap)
+        l0, r0 = max(0, left - overlap), min(W, right + overlap)
+        with runtime.autocast():
+            result = model(image[..., t0:b0, l0:r0].to(runtime.device)).float()
+        if not torch.isfinite(result).all():
+            raise NumericalError("the upscaler produced NaN or Inf; with --precision fp16 or bf16, try fp32")
+        result = result[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
+        out[..., top * scale:bottom * scale, left * scale:right * scale] = result.cpu()
+        if on_tile:
+            on_tile(k + 1, len(pieces))
+    return out[..., : h * scale, : w * scale].clamp(0, 1)
+
+
+def ramp_weights(height: int, width: int, ramp: int) -> torch.Tensor:
+    """(1, 1, height, width) weights rising linearly over `ramp` cells from each edge, never zero."""
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        return torch.minimum(i + 1, n - i).clamp(max=ramp) / ramp if ramp > 0 else torch.ones(n)
+    return (axis(height)[:, None] * axis(width)[None, :])[None, None]
+
+
+def overlapping_windows(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows of side `tile` (or size, if smaller) that overlap by at least `overlap`, covering [0, size)."""
+    if size <= tile:
+        return [(0, size)]
+    stride = max(1, tile - overlap)
+    starts = list(range(0, size - tile, stride)) + [size - tile]
+    return [(s, s + tile) for s in starts]
+
+
+@dataclass
+class TiledDenoiser:
+    """An EpsDenoiser that runs the UNet on overlapping latent windows and blends the noise estimates."""
+
+    inner: EpsDenoiser
+    tile: int  # latent cells per window side (a multiple of the UNet's downsampling)
+    overlap: int
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.inner.alphas_cumprod
+
+    def __call__(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = x.shape[-2:]
+        eps = torch.zeros_like(x)
+        total = torch.zeros(1, 1, h, w, device=x.device)
+        concat = self.inner.concat
+        for top, bottom in overlapping_windows(h, self.tile, self.overlap):
+            for left, right in overlapping_windows(w, self.tile, self.overlap):
+                window = EpsDenoiser(self.inner.unet, self.inner.alphas_cumprod,
+                                     concat=concat[..., top:bottom, left:right] if concat is not None else None,
+                                     autocast=self.inner.autocast)
+                weight = ramp_weights(bottom - top, right - left, self.overlap).to(x.device)
+                eps[..., top:bottom, left:right] += weight * window.eps(x[..., top:bottom, left:right], t)
+                total[..., top:bottom, left:right] += weight
+        eps = eps / total
+        a = float(self.alphas_cumprod[t])
+        return eps, (x - (1 - a) ** 0.5 * eps) / a**0.5
+
+
+@torch.no_grad()
+def decode_blended(autoencoder, z: torch.Tensor, runtime: Runtime, tile: int, overlap: int) -> torch.Tensor:
+    """Decode latents (1, C, h, w) window by window, blending overlaps with ramps; (1, 3, f h, f w) in [-1, 1]."""
+    f = autoencoder.downsample_factor
+    h, w = z.shape[-2:]
+    out = torch.zeros(1, 3, h * f, w * f)
+    total = torch.zeros(1, 1, h * f, w * f)
+    for top, bottom in overlapping_windows(h, tile, overlap):
+        for left, right in overlapping_windows(w, tile, overlap):
+            with runtime.autocast():
+                pixels = autoencoder.decode(z[..., top:bottom, left:right].to(runtime.device)).float().cpu()
+            if not torch.isfinite(pixels).all():
+                pixels = autoencoder.decode(z[..., top:bottom, left:right].to(runtime.device).float()).float().cpu()
+            weight = ramp_weights((bottom - top) * f, (right - left) * f, overlap * f)
+            out[..., top * f:bottom * f, left * f:right * f] += weight * pixels
+            total[..., top * f:bottom * f, left * f:right * f] += weight
+    pixels = out / total
+    if not torch.isfinite(pixels).all():
+        raise NumericalError("the decoder produced NaN or Inf even in fp32; the model is invalid")
+    return pixels.clamp(-1, 1)
+
+
+@torch.no_grad()
+def upscale_latent_diffusion(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime, settings: SampleSettings,
+                             tiling: Tiling, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1] -> (1, 3, f H, f W) in [0, 1] with a bsr_sr-type model, DDIM."""
+    check_can_super_resolve(bundle)
+    check_sampler(settings)
+    unet = runtime.prepare(bundle.unet)
+    autoencoder = runtime.prepare(bundle.autoencoder)
+    multiple = 2 ** (len(unet.config.channel_mult) - 1)
+    h, w = rgb.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    lowres = rgb * 2 - 1  # the low-resolution image in [-1, 1], at latent size
+    if pad_h or pad_w:
+        lowres = F.pad(lowres, (0, pad_w, 0, pad_h), mode="replicate")
+    lh, lw = lowres.shape[-2:]
+    tile = tiling.tile or AUTO_TILE["ldm"]
+    tile = max(multiple, tile // multiple * multiple)
+    overlap = min(tile // 2, tiling.overlap if tiling.overlap is not None else tile // 4)
+
+    alphas_cumprod = make_alphas_cumprod(bundle.schedule)
+    generators = [torch.Generator().manual_seed(settings.seed)]
+    latent_shape = (unet.config.out_channels, lh, lw)
+    x = image_noise(generators, latent_shape, runtime.device)
+    inner = EpsDenoiser(unet, alphas_cumprod, concat=lowres.to(runtime.device), autocast=runtime.autocast())
+    denoiser = inner if lh <= tile and lw <= tile else TiledDenoiser(inner, tile, overlap)
+    z = SAMPLERS[settings.sampler](
+        denoiser, x, alphas_cumprod, settings.steps, eta=settings.eta,
+        noise=lambda: image_noise(generators, latent_shape, runtime.device),
+        callback=lambda i, total: on_step(1) if on_step else None,
+    )
+    if not torch.isfinite(z).all():
+        raise NumericalError("the latent contains NaN or Inf; with --precision fp16 or bf16, try --precision fp32")
+    pixels = decode_blended(autoencoder, z / bundle.scale_factor, runtime, tile, overlap)
+    f = autoencoder.downsample_factor
+    return ((pixels[..., : h * f, : w * f] + 1) / 2).clamp(0, 1)
+
+
+def upscale_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
+    """Alpha (1, 1, H, W) in [0, 1] -> (1, 1, s H, s W): bicubic, smooth, clamped to [0, 1]."""
+    return imresize(alpha, size=(alpha.shape[-2] * scale, alpha.shape[-1] * scale)).clamp(0, 1)
+
+
+def resample(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Lanczos-resample (1, C, H, W) in [0, 1] to size (H', W'), channel by channel in float."""
+    import numpy as np
+    from PIL import Image
+
+    channels = []
+    for channel in pixels[0]:
+        image = Image.fromarray(channel.numpy().astype(np.float32), mode="F")
+        channels.append(torch.from_numpy(np.asarray(image.resize((size[1], size[0]), Image.Resampling.LANCZOS))))
+    return torch.stack(channels)[None].clamp(0, 1)
+
+
+def upscale(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime, tiling: Tiling,
+            settings: SampleSettings | None = None, on_progress: Callable[[int, int], None] | None = None
+            ) -> torch.Tensor:
+    """Run the bundle's upscaler at its own scale: (1, 3, H, W) -> (1, 3, s H, s W), all in [0, 1]."""
+    if bundle.upscaler is not None:
+        return upscale_feedforward(bundle, rgb, runtime, tiling, on_tile=on_progress)
+    if bundle.unet is None:
+        raise ModelError(f"{bundle.path}: an autoencoder only, not an upscaler; pass an ESRGAN-family model "
+                         "or a latent-diffusion super-resolution checkpoint")
+    settings = settings or SampleSettings(steps=100, eta=1.0)
+    steps_done = [0]
+
+    def on_step(_count: int) -> None:
+        steps_done[0] += 1
+        if on_progress:
+            on_progress(steps_done[0], settings.steps)
+
+    return upscale_latent_diffusion(bundle, rgb, runtime, settings, tiling, on_step=on_step)
