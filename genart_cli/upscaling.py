@@ -234,3 +234,13 @@ def upscale(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime, tiling: Ti
             on_progress(steps_done[0], settings.steps)
 
     return upscale_latent_diffusion(bundle, rgb, runtime, settings, tiling, on_step=on_step)
+
+
+def upscale_sample(bundle: ModelBundle, pixels: torch.Tensor, runtime: Runtime, scale: float) -> torch.Tensor:
+    """Upscale one generated image (3, H, W) in [-1, 1] to round(scale * side); return it in [-1, 1]."""
+    rgb = ((pixels[None].float() + 1) / 2).clamp(0, 1)
+    tile = AUTO_TILE[bundle.upscaler.config.arch] if bundle.upscaler is not None else None
+    big = upscale(bundle, rgb, runtime, Tiling(tile=tile))
+    if scale != model_scale(bundle):
+        big = resample(big, (round(pixels.shape[-2] * scale), round(pixels.shape[-1] * scale)))
+    return big[0] * 2 - 1

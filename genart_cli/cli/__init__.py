@@ -13,12 +13,13 @@ from .convert import convert_command
 from .inspect_command import inspect_command
 from .sample import sample_command
 from .train import train_group
+from .upscale import upscale_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="genart")
 def cli():
-    """Generate images with latent diffusion, and encode and decode them with VQ autoencoders.
+    """Generate and upscale images with latent diffusion and Real-ESRGAN-family models.
 
     Exit codes: 0 success, 1 internal error, 2 usage error, 3 invalid input file or
     unwritable output, 4 invalid or incompatible model, 5 NaN or Inf output, 130 interrupted.
@@ -28,6 +29,7 @@ def cli():
 cli.add_command(sample_command)
 cli.add_command(encode_command)
 cli.add_command(decode_command)
+cli.add_command(upscale_command)
 cli.add_command(inspect_command)
 cli.add_command(convert_command)
 cli.add_command(train_group)

@@ -33,12 +33,28 @@ def progress_bar(console: Console) -> Progress:
                     TimeRemainingColumn(), console=console, disable=console.quiet)
 
 
-def model_options(func):
-    """Add --model, --config, --weights, --device, --precision and --quiet; pass a bundle and Runtime instead."""
+DEFAULT_UPSCALER_NAME = "upscaler-x4.safetensors"
+
+
+def default_upscaler() -> Path:
+    """GENART_UPSCALER if set, else the default x4 upscaler shipped in weights/."""
+    return Path(os.environ.get("GENART_UPSCALER") or PACKAGE_ROOT / "weights" / DEFAULT_UPSCALER_NAME)
+
+
+def model_options(func=None, *, upscaler: bool = False):
+    """Add --model, --config, --weights, --device, --precision and --quiet; pass a bundle and Runtime instead.
+
+    With upscaler=True the default model is the bundled upscaler ($GENART_UPSCALER) instead of the
+    bundled diffusion model ($GENART_MODEL).
+    """
+    if func is None:
+        return functools.partial(model_options, upscaler=upscaler)
+    variable, default = ("GENART_UPSCALER", default_upscaler) if upscaler else ("GENART_MODEL", default_model)
+    default_help = "the bundled x4 upscaler" if upscaler else "the bundled emoji model"
 
     @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-                  help="Checkpoint: genart or latent-diffusion safetensors, or a diffusers folder. "
-                       "Default: $GENART_MODEL or the bundled emoji model.")
+                  help="Checkpoint: genart, latent-diffusion or Real-ESRGAN safetensors, or a diffusers folder. "
+                       f"Default: ${variable} or {default_help}.")
     @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="The original yaml config of a latent-diffusion or taming checkpoint.")
     @click.option("--weights", type=click.Choice(WEIGHT_CHOICES), default="ema", show_default=True,
@@ -52,13 +68,13 @@ def model_options(func):
     def wrapper(model_path, config_path, weights, device, precision, quiet, **kwargs):
         runtime = resolve_runtime(device, precision)
         console = stderr_console(quiet)
-        if model_path is None and os.environ.get("GENART_MODEL") and not default_model().exists():
-            raise ModelError(f"{default_model()}: not found; GENART_MODEL points to it: fix or unset GENART_MODEL")
-        bundle, report = load_model(model_path or default_model(), config_path, weights)
+        if model_path is None and os.environ.get(variable) and not default().exists():
+            raise ModelError(f"{default()}: not found; {variable} points to it: fix or unset {variable}")
+        bundle, report = load_model(model_path or default(), config_path, weights)
         for note in report.notes:
             console.print(f"note: {note}")
         if report.weights in ("ema", "raw"):
-            console.print(f"using the {report.weights} UNet weights of {bundle.name}")
+            console.print(f"using the {report.weights} weights of {bundle.name}")
         return func(bundle=bundle, runtime=runtime, console=console, **kwargs)
 
     return wrapper

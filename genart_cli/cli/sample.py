@@ -12,7 +12,9 @@ import torch
 from ..diffusion.pipeline import SampleSettings, check_can_sample, sample
 from ..diffusion.samplers import SAMPLERS
 from ..imaging.io import make_grid, save_png
-from .common import check_outputs, model_options, names_folder, png_settings, progress_bar
+from ..checkpoints.loader import load_model
+from ..upscaling import model_scale, upscale_sample
+from .common import check_outputs, default_upscaler, model_options, names_folder, png_settings, progress_bar
 
 COUNTER = re.compile(r"%0?\d*d")
 # torch's CPU generator keeps only the low 32 bits of a seed, so larger seeds would repeat images.
@@ -57,8 +59,11 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
               help="A .png file, a folder, or a pattern with a counter such as art-%03d.png.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write all images tiled into this PNG.")
+@click.option("--upscale", type=click.FloatRange(1, 16), default=None,
+              help="Upscale each image by this factor with the bundled upscaler ($GENART_UPSCALER).")
 @click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
-def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid, overwrite):
+def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid, upscale,
+                   overwrite):
     """Generate images from noise and write them as PNGs with their settings embedded."""
     check_can_sample(bundle)
     if not math.isfinite(eta):
@@ -72,8 +77,13 @@ def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_imag
     check_outputs(paths + ([grid] if grid else []), overwrite)
     settings = SampleSettings(steps=steps, eta=eta, seed=seed, sampler=sampler, num_images=num_images,
                               batch_size=min(batch_size, num_images))
+    upscaler = None
+    if upscale is not None and upscale != 1:
+        upscaler, report = load_model(default_upscaler())
+        model_scale(upscaler)  # fails early, with the file named, if it is no upscaler
     console.print(f"sampling {num_images} image(s), {steps} {sampler} steps, eta {eta}, seed {seed}, "
-                  f"on {runtime.describe()} with {bundle.name}")
+                  f"on {runtime.describe()} with {bundle.name}"
+                  + (f", upscaled x{upscale:g} with {upscaler.name}" if upscaler else ""))
 
     images = []
     with progress_bar(console) as progress:
@@ -81,6 +91,9 @@ def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_imag
         for k, pixels in sample(bundle, runtime, settings, on_step=lambda n: progress.advance(task, n)):
             meta = png_settings(bundle, runtime, seed=seed + k, steps=steps, sampler=sampler, eta=eta,
                                 run_seed=seed, index=k)
+            if upscaler is not None:
+                pixels = upscale_sample(upscaler, pixels, runtime, upscale)
+                meta.update(upscale=f"{upscale:g}", upscaler=upscaler.name)
             click.echo(save_png(pixels, paths[k], meta))
             if grid:
                 images.append(pixels)
