@@ -129,6 +129,20 @@ def evaluate(model: torch.nn.Module, heldout: list[torch.Tensor], scale: int) ->
     return {key: round(float(np.mean(values)), 4) for key, values in scores.items()}
 
 
+def initialise(model: torch.nn.Module) -> None:
+    """He initialisation for the convs (PReLU slope 0.25), and a near-zero last conv.
+
+    PyTorch's default conv init shrinks the signal layer by layer: through 16 convs the gradient
+    reaching the first layer was about 1e-8, and the network settled on adding nothing to its
+    nearest-neighbour input. With He init it beat bicubic within 400 steps.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
+            torch.nn.init.zeros_(module.bias)
+    torch.nn.init.normal_(model.body[-1].weight, std=1e-3)
+
+
 def train_upscaler(job: UpscalerTraining, log=print) -> dict:
     torch.manual_seed(job.seed)
     train_paths = find_photos(job.data)
@@ -141,7 +155,9 @@ def train_upscaler(job: UpscalerTraining, log=print) -> dict:
 
     config = UpscalerConfig(arch="srvgg", scale=job.scale, num_feat=job.num_feat, num_block=job.num_block)
     # channels_last: bf16 convolutions on the CPU run about twice as fast in NHWC.
-    model = build_upscaler(config).to(memory_format=torch.channels_last)
+    model = build_upscaler(config)
+    initialise(model)
+    model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, max_decay=0.999)
     optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=0.0)
     state_path = job.run_dir / "upscaler-state.pt"
