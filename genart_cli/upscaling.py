@@ -32,6 +32,10 @@ from .runtime.device import Runtime
 
 # Input tile side for --tile auto: keeps the peak memory of one tile well under 2 GiB in fp32.
 AUTO_TILE = {"srvgg": 512, "rrdbnet": 256, "ldm": 128}
+# Default tile context for feed-forward models: the receptive radius, capped. SRVGGNetCompact's
+# radius (num_conv + 2, 18 for the bundled model) fits, so its tiles are exact; RRDBNet x4plus
+# would need 350 pixels, which would make a 256-pixel tile cost as much as a 956-pixel one.
+MAX_DEFAULT_OVERLAP = 32
 
 
 @dataclass
@@ -70,7 +74,7 @@ def upscale_feedforward(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime
     multiple = input_multiple(config)
     tile = tiling.tile or max(h, w)
     tile = -(-tile // multiple) * multiple
-    overlap = receptive_radius(config) if tiling.overlap is None else tiling.overlap
+    overlap = min(receptive_radius(config), MAX_DEFAULT_OVERLAP) if tiling.overlap is None else tiling.overlap
     overlap = -(-overlap // multiple) * multiple
     # Pad the whole image once, so that every tile (with its context) has sides the model accepts.
     pad_h, pad_w = -h % multiple, -w % multiple

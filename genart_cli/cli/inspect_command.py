@@ -13,6 +13,10 @@ from ..models.autoencoder import parameter_count
 
 
 def describe_kind(bundle) -> str:
+    if bundle.upscaler is not None:
+        return f"upscaler ({'RRDBNet' if bundle.upscaler.config.arch == 'rrdbnet' else 'SRVGGNetCompact'})"
+    if bundle.unet is not None and bundle.conditioning == "concat-lowres":
+        return "upscaler (latent-diffusion super-resolution bundle: autoencoder + UNet)"
     if bundle.unet is not None and bundle.autoencoder is not None:
         return "latent-diffusion bundle (autoencoder + UNet)"
     if bundle.autoencoder is not None:
@@ -41,6 +45,14 @@ def inspect_command(path, config_path, weights):
                       f"{ae.num_res_blocks} res blocks, attention at {list(ae.attn_resolutions)} px, "
                       f"mid attention {'yes' if ae.mid_attention else 'no'}, {ae.embed_dim} latent channels{codebook}")
         table.add_row("autoencoder parameters", f"{parameter_count(bundle.autoencoder) / 1e6:.2f}M")
+
+    if bundle.upscaler is not None:
+        c = bundle.upscaler.config
+        body = (f"{c.num_block} RRDB blocks, {c.num_grow_ch} growth channels" if c.arch == "rrdbnet"
+                else f"{c.num_block} body convs, {c.act_type}")
+        table.add_row("upscaler", f"x{c.scale}, {c.num_feat} features, {body}")
+        table.add_row("upscaler parameters", f"{parameter_count(bundle.upscaler) / 1e6:.2f}M")
+        table.add_row("weights used", report.weights)
 
     if bundle.unet is not None:
         u = bundle.unet.config

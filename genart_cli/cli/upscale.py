@@ -118,8 +118,8 @@ def complete_image(path: Path) -> bool:
 @click.option("--tile", default="auto", show_default=True,
               help="Tile side in input pixels, 0 for none; auto bounds memory by the model's tile size.")
 @click.option("--tile-overlap", type=click.IntRange(0), default=None,
-              help="Context pixels around each tile. Default: the network's receptive radius (exact result) "
-                   "for feed-forward models, a quarter tile for latent diffusion.")
+              help="Context pixels around each tile. Default for feed-forward models: the receptive radius up "
+                   "to 32 (exact for SRVGGNetCompact); for latent diffusion: a quarter tile.")
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
               help="Output format. Default: the input's (PNG for other formats).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG and WebP quality.")
