@@ -13,6 +13,7 @@ from genart_cli.checkpoints.diffusers_layout import (
     unet_to_ldm,
 )
 from genart_cli.models.autoencoder import Autoencoder
+from genart_cli.models.unet import UNetConfig as UNetModelConfig
 from genart_cli.models.unet import UNetModel
 
 diffusers = pytest.importorskip("diffusers")
@@ -207,3 +208,38 @@ def test_bsr_sr_full_size_forward():
     t = torch.tensor([500])
     with torch.no_grad():
         assert max_diff(model(x, t), reference(x, t).sample) <= TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def crossattn_pair():
+    """A narrowed cin256-v2 UNet (one head per level, context 64) in diffusers and in genart.
+
+    diffusers reads attention_head_dim as the head count here (num_attention_heads defaults to it).
+    """
+    torch.manual_seed(0)
+    reference = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=3, layers_per_block=2, block_out_channels=(32, 64, 96),
+        down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
+        attention_head_dim=1, cross_attention_dim=64, norm_num_groups=32, flip_sin_to_cos=True,
+        freq_shift=0)
+    perturb(reference)
+    state = unet_to_ldm(reference.state_dict(), 2, 32)
+    model = UNetModel(UNetModelConfig(in_channels=3, out_channels=3, model_channels=32, num_res_blocks=2,
+                                      attention_resolutions=(1, 2, 4), channel_mult=(1, 2, 3), num_heads=1,
+                                      num_head_channels=-1, context_dim=64, image_size=16)).eval()
+    model.load_state_dict(state)
+    return reference, model
+
+
+def test_crossattn_unet_forward_parity(crossattn_pair):
+    """cin256-v2's SpatialTransformer UNet against UNet2DConditionModel on the same weights."""
+    reference, model = crossattn_pair
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 16, 16, generator=generator)
+    context = torch.randn(2, 1, 64, generator=generator)
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        expected = reference(x, t, encoder_hidden_states=context).sample
+        actual = model(x, t, context=context)
+    assert max_diff(actual, expected) <= TOLERANCE
+    assert max_diff(model(x, t, context=context.flip(0)), expected) > 1e-3  # the context matters

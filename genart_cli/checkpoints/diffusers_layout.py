@@ -97,6 +97,7 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int, attention
     simple = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
               "class_embedding": "label_emb"}
+    transformers = {name.split(".transformer_blocks.")[0] for name in state if ".transformer_blocks." in name}
     for name, tensor in state.items():
         module, leaf = split_leaf(name)
         if module in simple:
@@ -106,7 +107,12 @@ def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int, attention
         if new is None:
             raise ModelError(f"unexpected diffusers UNet tensor {name}; this UNet layout is not supported")
         prefix, attribute = re.match(r"((?:input_blocks|output_blocks)\.\d+\.\d|middle_block\.\d)\.(.+)$", new).groups()
-        if ".attentions." in name:
+        attention = re.match(r"(.+\.attentions\.\d+)\.", name)
+        if attention and attention[1] in transformers:
+            # Transformer2DModel and SpatialTransformer share their inner names (norm, proj_in,
+            # transformer_blocks.N.attn1.to_q, ff.net.0.proj, proj_out).
+            out[f"{prefix}.{attribute}"] = tensor
+        elif ".attentions." in name:
             module, leaf = split_leaf(attribute)
             module = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}.get(module, module)
             if module in ("to_q", "to_k", "to_v"):

@@ -63,9 +63,13 @@ def infer_unet_config(state: dict[str, torch.Tensor], label: str) -> tuple[UNetC
     names = set(state)
     if "input_blocks.0.0.weight" not in names or "out.2.weight" not in names:
         raise ModelError(f"{label}: no input_blocks.0.0 / out.2 tensors, so this is not a latent-diffusion UNet")
-    if any(".transformer_blocks." in name for name in names):
-        raise ModelError(f"{label}: a UNet with cross-attention (SpatialTransformer), as in cin256 and Stable "
-                         "Diffusion; genart does not run these yet")
+    context_dim, depth = None, 1
+    transformer_keys = sorted(n for n in names if ".transformer_blocks." in n and n.endswith(".attn2.to_k.weight"))
+    if transformer_keys:
+        context_dim = state[transformer_keys[0]].shape[1]
+        block = transformer_keys[0].split(".transformer_blocks.")[0]
+        depth = len({n.split(".transformer_blocks.")[1].split(".")[0] for n in names
+                     if n.startswith(block + ".transformer_blocks.")})
     model_channels, in_channels = state["input_blocks.0.0.weight"].shape[:2]
     outputs = indices_under(names, "output_blocks.")
     # The first output entry that ends in an upsampler closes the deepest level: its index is
@@ -83,7 +87,7 @@ def infer_unet_config(state: dict[str, torch.Tensor], label: str) -> tuple[UNetC
     for level in range(num_levels):
         first = 1 + level * (num_res_blocks + 1)
         channel_mult.append(state[f"input_blocks.{first}.0.out_layers.3.weight"].shape[0] // model_channels)
-        if f"input_blocks.{first}.1.qkv.weight" in names:
+        if f"input_blocks.{first}.1.qkv.weight" in names or f"input_blocks.{first}.1.proj_in.weight" in names:
             attention.append(2**level)
     first_out = channel_mult[0] * model_channels
     scale_shift = state["input_blocks.1.0.emb_layers.1.weight"].shape[0] == 2 * first_out
@@ -99,6 +103,8 @@ def infer_unet_config(state: dict[str, torch.Tensor], label: str) -> tuple[UNetC
         use_scale_shift_norm=scale_shift,
         resblock_updown=resblock_updown,
         num_classes=state["label_emb.weight"].shape[0] if "label_emb.weight" in names else None,
+        context_dim=context_dim,
+        transformer_depth=depth,
         image_size=64,
     )
     return config, ["num_head_channels", "image_size"]

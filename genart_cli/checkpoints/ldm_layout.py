@@ -20,6 +20,7 @@ from ..models.autoencoder import AutoencoderConfig
 from ..models.unet import UNetConfig
 
 UNET = "model.diffusion_model."
+COND_STAGE = "cond_stage_model."
 FIRST_STAGE = "first_stage_model."
 EMA = "model_ema."
 AE_TOP_LEVEL = ("encoder.", "decoder.", "quantize.", "quant_conv.", "post_quant_conv.")
@@ -84,9 +85,9 @@ def settings_from_yaml(document: dict, label: str) -> LdmSettings:
         settings.read.append("autoencoder")
     unet_params = params.get("unet_config", {}).get("params")
     if unet_params:
-        if unet_params.get("use_spatial_transformer"):
-            raise ModelError(f"{label}: the UNet uses cross-attention (SpatialTransformer); "
-                             "genart does not run these yet")
+        if unet_params.get("use_spatial_transformer") and unet_params.get("use_linear_in_transformer"):
+            raise ModelError(f"{label}: linear projections in the transformer (Stable Diffusion 2) are not "
+                             "supported")
         settings.unet = UNetConfig(
             in_channels=unet_params["in_channels"],
             out_channels=unet_params["out_channels"],
@@ -100,6 +101,8 @@ def settings_from_yaml(document: dict, label: str) -> LdmSettings:
             use_scale_shift_norm=unet_params.get("use_scale_shift_norm", False),
             resblock_updown=unet_params.get("resblock_updown", False),
             num_classes=unet_params.get("num_classes"),
+            context_dim=unet_params.get("context_dim") if unet_params.get("use_spatial_transformer") else None,
+            transformer_depth=unet_params.get("transformer_depth", 1),
             image_size=unet_params.get("image_size", 64),
         )
         settings.read.append("unet")

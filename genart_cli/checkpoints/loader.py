@@ -308,10 +308,24 @@ def load_ldm_bundle(state, path: Path, settings, weights: str) -> tuple[ModelBun
     if conditioning is None:
         conditioning = ldm_layout.conditioning_from_channels(unet_config.in_channels, autoencoder.config.embed_dim)
         report.inferred.append("conditioning (UNet input channels)")
-    if conditioning == "crossattn" or unet_config.num_classes is not None:
-        raise ModelError(f"{label}: a class- or text-conditioned model; genart does not run these yet")
+    if unet_config.context_dim is not None and conditioning == "none":
+        conditioning = "crossattn"
+    class_embedder = None
+    if conditioning == "crossattn":
+        table = state.get(ldm_layout.COND_STAGE + "embedding.weight")
+        if table is None:
+            found = "a text encoder" if any(n.startswith(ldm_layout.COND_STAGE + "transformer.") for n in state) \
+                else "no class embedding (cond_stage_model.embedding.weight)"
+            raise ModelError(f"{label}: a cross-attention model with {found}; genart runs class-conditional "
+                             "cross-attention models (cin256) only")
+        if table.shape[1] != unet_config.context_dim:
+            raise ModelError(f"{label}: class embeddings of width {table.shape[1]} do not match the UNet's "
+                             f"context of {unet_config.context_dim}; the config is wrong")
+        class_embedder = torch.nn.Embedding(*table.shape)
+        load_state_strict(label, class_embedder, {"weight": table}, ldm_layout.COND_STAGE + "embedding.")
+        report.read.append(f"class embedder ({table.shape[0]} classes)")
 
-    bundle = ModelBundle(path=path, autoencoder=autoencoder, unet=unet.eval(), schedule=schedule,
+    bundle = ModelBundle(path=path, autoencoder=autoencoder, unet=unet.eval(), schedule=schedule, class_embedder=class_embedder,
                          scale_factor=scale_factor, conditioning=conditioning,
                          model_card=f"latent-diffusion checkpoint {path.name} ({report.weights} weights)",
                          autoencoder_sha256=autoencoder_fingerprint(autoencoder.config, autoencoder.state_dict()))

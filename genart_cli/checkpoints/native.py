@@ -29,6 +29,7 @@ from ..runtime.atomic import atomic_path
 AE_PREFIX = "first_stage_model."
 UNET_PREFIX = "model.diffusion_model."
 UPSCALER_PREFIX = "upscaler."
+CLASS_EMBEDDER_PREFIX = "cond_stage_model.embedding."
 METADATA_KEY = "genart"
 FORMAT_VERSION = 1
 
@@ -41,6 +42,8 @@ class ModelBundle:
     autoencoder: Autoencoder | None = None
     unet: UNetModel | None = None
     upscaler: torch.nn.Module | None = None  # RRDBNet or SRVGGNetCompact, pixels in [0, 1]
+    # cin256's ClassEmbedder: class index -> (1, context_dim) context for cross-attention.
+    class_embedder: torch.nn.Embedding | None = None
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # The UNet runs on autoencoder latents multiplied by scale_factor.
     scale_factor: float = 1.0
@@ -73,7 +76,7 @@ def stored_tensor(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, unet: UNetModel | None = None,
-                upscaler: torch.nn.Module | None = None, schedule: ScheduleConfig | None = None, scale_factor: float = 1.0, conditioning: str = "none",
+                upscaler: torch.nn.Module | None = None, class_embedder: torch.nn.Embedding | None = None, schedule: ScheduleConfig | None = None, scale_factor: float = 1.0, conditioning: str = "none",
                 model_card: str = "", extra: dict | None = None, dtype: torch.dtype = torch.float32) -> None:
     """Write the models and their config to one safetensors file, atomically."""
     tensors = {}
@@ -94,6 +97,9 @@ def save_bundle(path: str | Path, *, autoencoder: Autoencoder | None = None, une
         config["unet"] = unet.config.to_dict()
         for name, tensor in unet.state_dict().items():
             tensors[UNET_PREFIX + name] = stored_tensor(tensor, dtype)
+    if class_embedder is not None:
+        config["class_embedder"] = {"num_classes": class_embedder.num_embeddings, "embed_dim": class_embedder.embedding_dim}
+        tensors[CLASS_EMBEDDER_PREFIX + "weight"] = stored_tensor(class_embedder.weight, dtype)
     if upscaler is not None:
         config["upscaler"] = upscaler.config.to_dict()
         for name, tensor in upscaler.state_dict().items():
@@ -163,7 +169,10 @@ def load_bundle(path: str | Path) -> ModelBundle:
         ae_config = AutoencoderConfig.from_dict(config["autoencoder"]) if "autoencoder" in config else None
         unet_config = UNetConfig.from_dict(config["unet"]) if "unet" in config else None
         upscaler_config = UpscalerConfig.from_dict(config["upscaler"]) if "upscaler" in config else None
-    except (TypeError, ValueError) as err:
+        classes = config.get("class_embedder")
+        if classes is not None:
+            classes = (int(classes["num_classes"]), int(classes["embed_dim"]))
+    except (TypeError, ValueError, KeyError) as err:
         raise ModelError(f"{path}: invalid model config ({err}); convert the checkpoint again") from None
 
     bundle = ModelBundle(
@@ -185,11 +194,16 @@ def load_bundle(path: str | Path) -> ModelBundle:
             load_state_strict(str(path), bundle.upscaler, _read_prefixed(handle, name_set, UPSCALER_PREFIX),
                               UPSCALER_PREFIX)
             bundle.upscaler.eval()
-    prefixes = (AE_PREFIX, UNET_PREFIX, UPSCALER_PREFIX)
+        if classes is not None:
+            bundle.class_embedder = torch.nn.Embedding(*classes)
+            load_state_strict(str(path), bundle.class_embedder, _read_prefixed(handle, name_set, CLASS_EMBEDDER_PREFIX),
+                              CLASS_EMBEDDER_PREFIX)
+    prefixes = (AE_PREFIX, UNET_PREFIX, UPSCALER_PREFIX, CLASS_EMBEDDER_PREFIX)
     stray = sorted(n for n in names if not n.startswith(prefixes))
     stray += sorted(n for n in names if n.startswith(AE_PREFIX) and ae_config is None)
     stray += sorted(n for n in names if n.startswith(UNET_PREFIX) and unet_config is None)
     stray += sorted(n for n in names if n.startswith(UPSCALER_PREFIX) and upscaler_config is None)
+    stray += sorted(n for n in names if n.startswith(CLASS_EMBEDDER_PREFIX) and classes is None)
     if stray:
         raise ModelError(f"{path}: {len(stray)} tensors that no model in its config uses, such as {stray[0]}; "
                          "the file is damaged or its config is wrong")

@@ -36,7 +36,8 @@ def convert_command(source, out, config_path, weights, fp16, overwrite, quiet):
         bundle, report = load_model(source, config_path, weights)
     for note in report.notes:
         console.print(f"note: {note}")
-    save_bundle(out, autoencoder=bundle.autoencoder, unet=bundle.unet, upscaler=bundle.upscaler, schedule=bundle.schedule,
+    save_bundle(out, autoencoder=bundle.autoencoder, unet=bundle.unet, upscaler=bundle.upscaler,
+                class_embedder=bundle.class_embedder, schedule=bundle.schedule,
                 scale_factor=bundle.scale_factor, conditioning=bundle.conditioning,
                 model_card=bundle.model_card or f"converted from {source.name}",
                 extra={"converted_from": source.name, "layout": report.layout, "weights": report.weights,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..diffusion.pipeline import SampleSettings, check_can_sample, sample
+from ..diffusion.pipeline import SampleSettings, check_can_sample, check_class_settings, sample
 from ..diffusion.samplers import SAMPLERS
 from ..imaging.io import make_grid, save_png
 from ..checkpoints.loader import load_model
@@ -59,11 +59,15 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
               help="A .png file, a folder, or a pattern with a counter such as art-%03d.png.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write all images tiled into this PNG.")
+@click.option("--class-label", "class_labels", type=click.IntRange(0), multiple=True,
+              help="Class of a class-conditional model (cin256: an ImageNet index); repeat to cycle classes over images.")
+@click.option("--guidance-scale", type=click.FloatRange(0, 50), default=1.0, show_default=True,
+              help="Classifier-free guidance for class-conditional models with a no-class entry (cin256-v2: 3.0).")
 @click.option("--upscale", type=click.FloatRange(1, 16), default=None,
               help="Upscale each image by this factor with the bundled upscaler ($GENART_UPSCALER).")
 @click.option("--overwrite", is_flag=True, help="Replace output files that exist already.")
-def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid, upscale,
-                   overwrite):
+def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_images, batch_size, out, grid,
+                   class_labels, guidance_scale, upscale, overwrite):
     """Generate images from noise and write them as PNGs with their settings embedded."""
     check_can_sample(bundle)
     if not math.isfinite(eta):
@@ -76,7 +80,12 @@ def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_imag
         raise click.BadParameter(f"{grid} is also the path of a sample; choose another grid file", param_hint="--grid")
     check_outputs(paths + ([grid] if grid else []), overwrite)
     settings = SampleSettings(steps=steps, eta=eta, seed=seed, sampler=sampler, num_images=num_images,
-                              batch_size=min(batch_size, num_images))
+                              batch_size=min(batch_size, num_images), class_labels=tuple(class_labels),
+                              guidance_scale=guidance_scale)
+    try:
+        check_class_settings(bundle, settings)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     upscaler = None
     if upscale is not None and upscale != 1:
         upscaler, report = load_model(default_upscaler())
@@ -91,6 +100,8 @@ def sample_command(bundle, runtime, console, steps, eta, sampler, seed, num_imag
         for k, pixels in sample(bundle, runtime, settings, on_step=lambda n: progress.advance(task, n)):
             meta = png_settings(bundle, runtime, seed=seed + k, steps=steps, sampler=sampler, eta=eta,
                                 run_seed=seed, index=k)
+            if class_labels:
+                meta.update(class_label=class_labels[k % len(class_labels)], guidance_scale=guidance_scale)
             if upscaler is not None:
                 pixels = upscale_sample(upscaler, pixels, runtime, upscale)
                 meta.update(upscale=f"{upscale:g}", upscaler=upscaler.name)

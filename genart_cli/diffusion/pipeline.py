@@ -30,6 +30,9 @@ class SampleSettings:
     sampler: str = "ddim"
     num_images: int = 1
     batch_size: int = 1
+    # Class-conditional models: image k gets class_labels[k % len(class_labels)].
+    class_labels: tuple[int, ...] = ()
+    guidance_scale: float = 1.0
 
 
 def check_can_sample(bundle: ModelBundle) -> None:
@@ -38,9 +41,51 @@ def check_can_sample(bundle: ModelBundle) -> None:
     if bundle.unet is None or bundle.autoencoder is None:
         found = "an autoencoder only" if bundle.unet is None else "a UNet without an autoencoder"
         raise ModelError(f"{bundle.path}: contains {found}; `genart sample` needs a file with both")
-    if bundle.conditioning != "none" or bundle.unet.config.num_classes is not None:
+    if bundle.conditioning not in ("none", "crossattn"):
         raise ModelError(f"{bundle.path}: a {bundle.conditioning}-conditioned model; `genart sample` runs "
-                         "unconditional models only")
+                         "unconditional and class-conditional models")
+
+
+def class_count(bundle: ModelBundle) -> int | None:
+    """Number of class labels a class-conditional bundle takes, or None for unconditional models."""
+    if bundle.class_embedder is not None:
+        return bundle.class_embedder.num_embeddings
+    return bundle.unet.config.num_classes
+
+
+def check_class_settings(bundle: ModelBundle, settings: SampleSettings) -> None:
+    classes = class_count(bundle)
+    if classes is None:
+        if settings.class_labels or settings.guidance_scale != 1.0:
+            raise ValueError(f"{bundle.name} is unconditional: drop --class-label and --guidance-scale")
+        return
+    if not settings.class_labels:
+        raise ValueError(f"{bundle.name} is class-conditional: pass --class-label (0 to {classes - 1})")
+    bad = [c for c in settings.class_labels if not 0 <= c < classes]
+    if bad:
+        raise ValueError(f"class label {bad[0]} is outside 0 to {classes - 1}")
+    if settings.guidance_scale != 1.0 and (bundle.class_embedder is None or classes != 1001):
+        # cin256-v2 trained class 1000 as "no class"; without such a class there is no
+        # unconditional prediction to guide against.
+        raise ValueError(f"{bundle.name} has no unconditional class; --guidance-scale needs a model with 1001 "
+                         "classes such as cin256-v2")
+
+
+def conditioning_for(bundle: ModelBundle, settings: SampleSettings, indices: list[int],
+                     device: torch.device) -> dict:
+    """EpsDenoiser fields for the images `indices`: class labels or cross-attention contexts."""
+    classes = class_count(bundle)
+    if classes is None:
+        return {}
+    labels = torch.tensor([settings.class_labels[k % len(settings.class_labels)] for k in indices], device=device)
+    if bundle.class_embedder is None:
+        return {"class_labels": labels}
+    embedder = bundle.class_embedder.to(device)
+    fields = {"context": embedder(labels)[:, None, :]}  # (B, 1, context_dim)
+    if settings.guidance_scale != 1.0:
+        fields["uncond_context"] = embedder(torch.full_like(labels, classes - 1))[:, None, :]
+        fields["guidance_scale"] = settings.guidance_scale
+    return fields
 
 
 def image_noise(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -50,14 +95,15 @@ def image_noise(generators: list[torch.Generator], shape: tuple[int, ...], devic
 
 def denoise(unet, alphas_cumprod: torch.Tensor, runtime: Runtime, settings: SampleSettings,
             generators: list[torch.Generator], latent_shape: tuple[int, int, int],
-            concat: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+            concat: torch.Tensor | None = None, on_step: Callable[[int], None] | None = None,
+            conditioning: dict | None = None) -> torch.Tensor:
     """Run the sampler from fresh noise for one batch; return latents z_0 (B, C, h, w).
 
     `concat` (B, C_extra, h, w) is appended to the latent on channels at every step (bsr_sr's
     low-resolution image in [-1, 1]).
     """
     x = image_noise(generators, latent_shape, runtime.device)
-    denoiser = EpsDenoiser(unet, alphas_cumprod, concat=concat, autocast=runtime.autocast())
+    denoiser = EpsDenoiser(unet, alphas_cumprod, concat=concat, autocast=runtime.autocast(), **(conditioning or {}))
     with torch.no_grad():
         return SAMPLERS[settings.sampler](
             denoiser, x, alphas_cumprod, settings.steps, eta=settings.eta,
@@ -76,6 +122,7 @@ def sample(bundle: ModelBundle, runtime: Runtime, settings: SampleSettings,
     """Yield (image index, pixels (3, H, W) in [-1, 1] on the CPU) for each requested image."""
     check_can_sample(bundle)
     check_sampler(settings)
+    check_class_settings(bundle, settings)
     unet = runtime.prepare(bundle.unet)
     autoencoder = runtime.prepare(bundle.autoencoder)
     alphas_cumprod = make_alphas_cumprod(bundle.schedule)
@@ -85,7 +132,10 @@ def sample(bundle: ModelBundle, runtime: Runtime, settings: SampleSettings,
     for start in range(0, settings.num_images, settings.batch_size):
         indices = list(range(start, min(start + settings.batch_size, settings.num_images)))
         generators = [torch.Generator().manual_seed(settings.seed + k) for k in indices]
-        z = denoise(unet, alphas_cumprod, runtime, settings, generators, latent_shape, on_step=on_step)
+        conditioning = conditioning_for(bundle, settings, indices, runtime.device)
+        with torch.no_grad():
+            z = denoise(unet, alphas_cumprod, runtime, settings, generators, latent_shape, on_step=on_step,
+                        conditioning=conditioning)
         label = f"image {indices[0]}" if len(indices) == 1 else f"images {indices[0]} to {indices[-1]}"
         pixels = decode(autoencoder, z / bundle.scale_factor, runtime, label=label)
         yield from zip(indices, pixels)

@@ -1,10 +1,11 @@
-"""The latent-diffusion UNet (openaimodel's UNetModel) without cross-attention.
+"""The latent-diffusion UNet (openaimodel's UNetModel), with self-attention or cross-attention blocks.
 
 Parameter names equal those under `model.diffusion_model.` in the released checkpoints:
 `time_embed.0`, `input_blocks.1.0.in_layers.0`, `middle_block.1.qkv`, `out.2`, ...
 
 Input: noisy latents (B, in_channels, H, W), where in_channels counts concatenated conditioning
-channels too, and integer timesteps (B,) in [0, 1000). Output: predicted noise (B, out_channels, H, W).
+channels too, and integer timesteps (B,) in [0, 1000); cross-attention UNets (cin256, with
+`context_dim` set) also take a context (B, L, context_dim). Output: predicted noise (B, out_channels, H, W).
 H and W must be multiples of 2 ** (len(channel_mult) - 1).
 """
 
@@ -33,6 +34,9 @@ class UNetConfig:
     use_scale_shift_norm: bool = False
     resblock_updown: bool = False
     num_classes: int | None = None
+    # Set for UNets whose attention levels are SpatialTransformers attending to a context (cin256).
+    context_dim: int | None = None
+    transformer_depth: int = 1
     dropout: float = 0.0
     image_size: int = 16  # the training latent size; informational, any multiple of the factor works
 
@@ -48,6 +52,12 @@ class UNetConfig:
 
     def heads_for(self, channels: int) -> int:
         return channels // self.num_head_channels if self.num_head_channels != -1 else self.num_heads
+
+    def attention(self, channels: int) -> nn.Module:
+        heads = self.heads_for(channels)
+        if self.context_dim is None:
+            return AttentionBlock(channels, heads)
+        return SpatialTransformer(channels, heads, channels // heads, self.transformer_depth, self.context_dim)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,12 +184,97 @@ class AttentionBlock(nn.Module):
         return (x + h.transpose(1, 2)).reshape(b, c, *spatial)
 
 
-class TimestepEmbedSequential(nn.Sequential):
-    """A Sequential that passes the timestep embedding to the ResBlocks inside it."""
+class CrossAttention(nn.Module):
+    """Multi-head attention from tokens (B, T, dim) to a context (B, L, context_dim); self-attention without one."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim or dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim or dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        b, t, _ = x.shape
+
+        def split(y: torch.Tensor) -> torch.Tensor:  # (B, N, heads * d) -> (B, heads, N, d)
+            return y.reshape(b, y.shape[1], self.heads, -1).transpose(1, 2)
+
+        h = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)))
+        return self.to_out(h.transpose(1, 2).reshape(b, t, -1))
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward: Linear to 2 * 4 dim, value * gelu(gate), Linear back to dim."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(0.0), nn.Linear(dim * mult, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim: int, inner: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, 2 * inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        value, gate = self.proj(x).chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads, head_dim)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, heads, head_dim, context_dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm, 1x1 conv in, transformer blocks over the H * W tokens, 1x1 conv out, residual."""
+
+    def __init__(self, channels: int, heads: int, head_dim: int, depth: int, context_dim: int):
+        super().__init__()
+        inner = heads * head_dim
+        # eps 1e-6 here, unlike the ResBlocks' GroupNorm32 (1e-5): latent-diffusion's attention.py.
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner, heads, head_dim, context_dim) for _ in range(depth)])
+        self.proj_out = nn.Conv2d(inner, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.proj_in(self.norm(x))
+        tokens = tokens.reshape(b, tokens.shape[1], h * w).transpose(1, 2)  # (B, H*W, inner)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context)
+        return x + self.proj_out(tokens.transpose(1, 2).reshape(b, -1, h, w))
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """A Sequential that passes the timestep embedding to its ResBlocks and the context to its transformers."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context)
+            else:
+                x = layer(x)
         return x
 
 
@@ -204,7 +299,7 @@ class UNetModel(nn.Module):
                 layers = [resblock(ch, mult * mc)]
                 ch = mult * mc
                 if ds in cfg.attention_resolutions:
-                    layers.append(AttentionBlock(ch, cfg.heads_for(ch)))
+                    layers.append(cfg.attention(ch))
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
@@ -213,7 +308,7 @@ class UNetModel(nn.Module):
                 skip_channels.append(ch)
                 ds *= 2
 
-        self.middle_block = TimestepEmbedSequential(resblock(ch, ch), AttentionBlock(ch, cfg.heads_for(ch)), resblock(ch, ch))
+        self.middle_block = TimestepEmbedSequential(resblock(ch, ch), cfg.attention(ch), resblock(ch, ch))
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -221,7 +316,7 @@ class UNetModel(nn.Module):
                 layers = [resblock(ch + skip_channels.pop(), mult * mc)]
                 ch = mult * mc
                 if ds in cfg.attention_resolutions:
-                    layers.append(AttentionBlock(ch, cfg.heads_for(ch)))
+                    layers.append(cfg.attention(ch))
                 if level and i == cfg.num_res_blocks:
                     layers.append(resblock(ch, ch, up=True) if cfg.resblock_updown else Upsample(ch, use_conv=True))
                     ds //= 2
@@ -233,13 +328,14 @@ class UNetModel(nn.Module):
             if isinstance(module, ResBlock):
                 nn.init.zeros_(module.out_layers[-1].weight)
                 nn.init.zeros_(module.out_layers[-1].bias)
-            elif isinstance(module, AttentionBlock):
+            elif isinstance(module, (AttentionBlock, SpatialTransformer)):
                 nn.init.zeros_(module.proj_out.weight)
                 nn.init.zeros_(module.proj_out.bias)
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, class_labels: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         factor = self.config.downsample_factor
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(f"UNet input sides must be multiples of {factor}, got {tuple(x.shape[-2:])}")
@@ -248,13 +344,15 @@ class UNetModel(nn.Module):
             if class_labels is None:
                 raise ValueError("this UNet is class-conditional: pass class_labels")
             emb = emb + self.label_emb(class_labels).to(emb.dtype)
+        if self.config.context_dim is not None and context is None:
+            raise ValueError("this UNet has cross-attention: pass a context (B, L, context_dim)")
 
         h = x
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb)
+            h = block(h, emb, context)
             skips.append(h)
-        h = self.middle_block(h, emb)
+        h = self.middle_block(h, emb, context)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
         return self.out(h)
