@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import GenartError
 from .codec import decode_command, encode_command
 from .convert import convert_command
+from .inpaint import inpaint_command
 from .inspect_command import inspect_command
 from .sample import sample_command
 from .train import train_group
@@ -30,6 +31,7 @@ cli.add_command(sample_command)
 cli.add_command(encode_command)
 cli.add_command(decode_command)
 cli.add_command(upscale_command)
+cli.add_command(inpaint_command)
 cli.add_command(inspect_command)
 cli.add_command(convert_command)
 cli.add_command(train_group)

@@ -40,7 +40,8 @@ class EpsDenoiser:
             context = torch.cat([self.uncond_context, self.context])
         timesteps = torch.full((model_input.shape[0],), t, device=x.device, dtype=torch.long)
         with self.autocast if self.autocast is not None else contextlib.nullcontext():
-            out = self.unet(model_input, timesteps, self.class_labels, context).float()
+            extra = {} if context is None else {"context": context}
+            out = self.unet(model_input, timesteps, self.class_labels, **extra).float()
         if guided:
             eps_uncond, eps_cond = out.chunk(2)
             return eps_uncond + self.guidance_scale * (eps_cond - eps_uncond)
