@@ -111,3 +111,15 @@ def test_text_conditioned_model_is_refused(cin_checkpoint, tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, str(text))
     with pytest.raises(ModelError, match="text encoder"):
         load_model(text)
+
+
+def test_cin256_v2_full_size():
+    """cin256-v2's UNet at its released size: 688 tensors, 400.9M parameters (checkpoint-formats 2.1)."""
+    config = UNetConfig(model_channels=192, channel_mult=(1, 2, 3, 5), attention_resolutions=(8, 4, 2), num_heads=1,
+                        num_head_channels=-1, context_dim=512, image_size=64)
+    model = UNetModel(config)
+    assert len(model.state_dict()) == 688
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 400.9
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert model(x, torch.tensor([5]), context=torch.randn(1, 1, 512)).shape == (1, 3, 16, 16)
