@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/genart sample --steps 50 --num-images 16 --seed 0 --out examples/demo/ --grid examples/demo-grid.png --overwrite
+	$(BIN)/genart sample --steps 50 --num-images 16 --seed 0 --upscale 4 --out examples/demo/ \
+		--grid examples/demo-grid.png --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q
