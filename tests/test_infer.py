@@ -64,8 +64,11 @@ def test_autoencoder_inference_rejects_unet():
         infer_autoencoder_config(state, "unet.safetensors")
 
 
-def test_unet_inference_rejects_cross_attention():
-    state = {"input_blocks.0.0.weight": None, "out.2.weight": None,
-             "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight": None}
-    with pytest.raises(ModelError, match="cross-attention"):
-        infer_unet_config(state, "sd.safetensors")
+def test_unet_inference_reads_cross_attention():
+    from genart_cli.models.unet import UNetConfig, UNetModel
+
+    config = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(2,), num_heads=1,
+                        num_head_channels=-1, context_dim=48, transformer_depth=2, image_size=64)
+    inferred, defaulted = infer_unet_config(UNetModel(config).state_dict(), "cin.safetensors")
+    assert (inferred.context_dim, inferred.transformer_depth, inferred.attention_resolutions) == (48, 2, (2,))
+    assert "num_head_channels" in defaulted

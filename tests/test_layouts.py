@@ -86,7 +86,7 @@ def test_ldm_safetensors_samples(tmp_path):
     save_file(ldm_state(with_ema=True), str(path))
     result = run_cli(tmp_path, "sample", "--model", path, "--steps", "2", "--out", "x.png")
     assert result.returncode == 0, result.stderr
-    assert "using the ema UNet weights" in result.stderr
+    assert "using the ema weights" in result.stderr
 
 
 def test_ldm_missing_ema_tensors(tmp_path):
