@@ -129,3 +129,19 @@ def test_diffusion_model_is_not_an_upscaler(tmp_path, tiny_model):
     done = run_cli(tmp_path, "upscale", "p.png", "--model", tiny_model)
     assert done.returncode == 4
     assert "super-resolution" in done.stderr
+
+
+def test_sample_upscale_uses_the_bundled_upscaler(tmp_path, upscaler, tiny_model, monkeypatch):
+    monkeypatch.setenv("GENART_UPSCALER", str(upscaler))
+    done = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "2", "--upscale", "4", "--out", "big.png")
+    assert done.returncode == 0, done.stderr
+    assert size_and_mode(tmp_path / "big.png") == ((64, 64), "RGB")
+    from genart_cli.imaging.io import read_png_settings
+
+    assert read_png_settings(tmp_path / "big.png")["upscale"] == "4"
+    done = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "2", "--upscale", "3", "--out", "mid.png")
+    assert done.returncode == 0, done.stderr
+    assert size_and_mode(tmp_path / "mid.png")[0] == (48, 48)
+    monkeypatch.setenv("GENART_UPSCALER", str(tiny_model))
+    done = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "2", "--upscale", "4", "--out", "x.png")
+    assert done.returncode == 4 and "super-resolution" in done.stderr
