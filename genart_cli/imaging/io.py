@@ -15,17 +15,23 @@ from ..errors import InputError
 from ..runtime.atomic import atomic_path
 
 
+def check_image_path(path: str | Path) -> Path:
+    """Return the path if it names a file; raise InputError for a folder or a missing file."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder, not an image file; pass the images in it, e.g. {path}/*.png")
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; check the path")
+    return path
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Load an image file as RGB (1, 3, H, W) float32 in [-1, 1].
 
     EXIF orientation is applied. Transparent pixels are composited onto white, which is what the
     default emoji models were trained on.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: a folder, not an image file; pass the images in it, e.g. {path}/*.png")
-    if not path.is_file():
-        raise InputError(f"{path}: file not found; check the path")
+    path = check_image_path(path)
     try:
         with Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError, NumericalError
+from .io import check_image_path
 from ..runtime.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,7 @@ def load_image(path: str | Path) -> SourceImage:
     Raises InputError with a one-line message for a missing path, a folder, an unreadable, truncated
     or animated file, a decompression bomb or an unsupported mode.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: a folder, not an image file; pass the images in it, e.g. {path}/*.png")
-    if not path.is_file():
-        raise InputError(f"{path}: file not found; check the path")
+    path = check_image_path(path)
     try:
         return _decode_file(path)
     except Image.DecompressionBombError as err:
