@@ -172,7 +172,11 @@ def upscale_command(ctx, bundle, runtime, console, inputs, out, scale, tile, til
                 if max(size) > 65535:
                     raise InputError(f"{job.source}: the output would be {size[1]}x{size[0]} pixels, beyond what "
                                      "image formats hold; use a smaller --scale")
-                rgb = upscale(bundle, source.rgb, runtime, tiling, settings)
+                # A second bar follows the tiles (feed-forward) or steps (latent diffusion) of this file.
+                part = progress.add_task(job.source.name, total=None)
+                rgb = upscale(bundle, source.rgb, runtime, tiling, settings,
+                              on_progress=lambda done, total: progress.update(part, completed=done, total=total))
+                progress.remove_task(part)
                 alpha = upscale_alpha(source.alpha, native) if source.alpha is not None else None
                 if scale != native:
                     rgb = resample(rgb, size)
