@@ -17,10 +17,11 @@ from pathlib import Path
 from PIL import Image
 
 PACKAGES = {
-    # package: (folder inside the package, what to take, licenses per the package's copyright file)
-    "lomiri-wallpapers-16.04": ("usr/share/backgrounds", "*.jpg", "CC-BY-4.0, CC-BY-SA-4.0, CC0 per photo"),
-    "mate-backgrounds": ("usr/share/backgrounds/mate/nature", "*.jpg", "GPL-2+ / CC per the copyright file"),
-    "plasma-workspace-wallpapers": ("usr/share/wallpapers", "*/contents/images/*", "LGPL-3 / CC-BY-SA per wallpaper"),
+    # package: (folder inside the package, which files). Licenses, per each package's copyright
+    # file in Debian 12: CC-BY 4.0, CC-BY-SA 4.0 or CC0 per photo (lomiri), GPL-2+ (the others).
+    "lomiri-wallpapers-16.04": ("usr/share/backgrounds", "*.jpg"),
+    "mate-backgrounds": ("usr/share/backgrounds/mate/nature", "*.jpg"),
+    "plasma-workspace-wallpapers": ("usr/share/wallpapers", "*/contents/images/*"),
 }
 # scikit-image sample photographs, all public domain or CC0 (see skimage.data's docstrings).
 HELDOUT = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "camera.png")
@@ -55,7 +56,7 @@ def collect(work: Path) -> tuple[Path, Path]:
     train, heldout = work / "train", work / "heldout"
     train.mkdir(parents=True, exist_ok=True)
     heldout.mkdir(parents=True, exist_ok=True)
-    for package, (folder, pattern, _) in PACKAGES.items():
+    for package, (folder, pattern) in PACKAGES.items():
         paths = sorted((root / folder).glob(pattern))
         if package == "plasma-workspace-wallpapers":
             paths = largest_per_folder(paths)
