@@ -8,7 +8,7 @@ as papers do: PSNR and SSIM on Y with a border of `scale` pixels cropped, agains
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ class UpscalerTraining:
     eval_every: int = 1000
     quiet: bool = False
     model_card: str = ""
-    sources: dict = field(default_factory=dict)  # provenance written into the checkpoint
 
 
 def find_photos(roots: list[Path], min_side: int = 256) -> list[Path]:
@@ -183,7 +182,8 @@ def train_upscaler(job: UpscalerTraining, log=print) -> dict:
         card = job.model_card or f"SRVGGNetCompact x{job.scale} trained by genart"
         save_bundle(job.out, upscaler=chosen, model_card=card,
                     extra={"training": {"steps": step, "minutes": round(clock.elapsed / 60, 1), "history": history,
-                                        "sources": job.sources, "heldout": [p.name for p in heldout_paths]}})
+                                        "training_photos": [p.name for p in train_paths],
+                                        "heldout": [p.name for p in heldout_paths]}})
 
     with training_progress(job.quiet) as progress:
         task = progress.add_task("upscaler", total=job.max_steps, completed=step, status="")
