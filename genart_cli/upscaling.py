@@ -45,9 +45,16 @@ class Tiling:
 
 
 def model_scale(bundle: ModelBundle) -> int:
+    """Return the upscaler's own scale; raise ModelError for a model that does not upscale."""
     if bundle.upscaler is not None:
         return bundle.upscaler.config.scale
-    check_can_super_resolve(bundle)
+    if bundle.unet is None or bundle.autoencoder is None or bundle.conditioning != "concat-lowres":
+        kind = "an autoencoder" if bundle.unet is None else f"a {bundle.conditioning}-conditioned diffusion model"
+        if bundle.conditioning == "none" and bundle.unet is not None:
+            kind = "an unconditional diffusion model"
+        raise ModelError(f"{bundle.path}: {kind}, not an upscaler; pass Real-ESRGAN or ESRGAN weights or a "
+                         "latent-diffusion super-resolution (bsr_sr) checkpoint, or leave out --model for the "
+                         "bundled upscaler")
     return bundle.autoencoder.downsample_factor
 
 
@@ -216,7 +223,7 @@ def resample(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     channels = []
     for channel in pixels[0]:
         image = Image.fromarray(channel.numpy().astype(np.float32), mode="F")
-        channels.append(torch.from_numpy(np.asarray(image.resize((size[1], size[0]), Image.Resampling.LANCZOS))))
+        channels.append(torch.from_numpy(np.array(image.resize((size[1], size[0]), Image.Resampling.LANCZOS))))
     return torch.stack(channels)[None].clamp(0, 1)
 
 

@@ -209,7 +209,7 @@ def test_jpeg_with_alpha_rejected(tmp_path):
     Image.new("RGBA", (2, 2), (1, 2, 3, 100)).save(tmp_path / "in.png")
     source = load_image(tmp_path / "in.png")
 
-    with pytest.raises(InputError, match="png or webp"):
+    with pytest.raises(InputError, match="--format png or --format webp"):
         save_image(tmp_path / "out.jpg", source.rgb, source.alpha, source)
     assert not (tmp_path / "out.jpg").exists()
 

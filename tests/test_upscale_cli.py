@@ -67,7 +67,12 @@ def test_folder_recursive_mirrors_and_skips_non_images(tmp_path, upscaler):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out/a_x4.png").is_file() and (tmp_path / "out/sub/b_x4.jpg").is_file()
     assert "notes.txt: not an image" in done.stderr
-    assert "2 upscaled" in done.stderr
+    assert "2 upscaled, 0 failed, 1 not images" in done.stderr
+    # A damaged file with an image suffix is an input that fails, not a skipped non-image.
+    (tmp_path / "in/sub/fake.png").write_text("plain text")
+    done = run_cli(tmp_path, "upscale", "in", "--recursive", "--model", upscaler, "--out", "out2")
+    assert done.returncode == 3
+    assert "fake.png" in done.stderr and "1 failed" in done.stderr
 
 
 def test_one_bad_file_fails_the_run_but_not_the_others(tmp_path, upscaler):
@@ -84,8 +89,26 @@ def test_collisions_are_refused_before_any_work(tmp_path, upscaler):
     write_test_image(tmp_path / "x.png", 4, 4)
     Image.open(tmp_path / "x.png").save(tmp_path / "x.webp")
     done = run_cli(tmp_path, "upscale", "x.png", "x.webp", "--format", "png", "--model", upscaler, "--out", "o/")
-    assert done.returncode == 3 and "collides" in done.stderr
+    assert done.returncode == 3 and "would also be written" in done.stderr
     assert not (tmp_path / "o").exists()
+    # The same file named twice is one input.
+    done = run_cli(tmp_path, "upscale", "x.png", "./x.png", "--model", upscaler, "--out", "twice/")
+    assert done.returncode == 0, done.stderr
+    assert "1 upscaled" in done.stderr
+
+
+def test_out_names_a_file_only_for_one_input(tmp_path, upscaler):
+    write_test_image(tmp_path / "a.png", 4, 4)
+    write_test_image(tmp_path / "b.png", 4, 4, seed=1)
+    done = run_cli(tmp_path, "upscale", "a.png", "b.png", "--model", upscaler, "--out", "single.png")
+    assert done.returncode == 2 and "output folder" in done.stderr
+    assert not (tmp_path / "single.png").exists()
+    done = run_cli(tmp_path, "upscale", "a.png", "--model", upscaler, "--out", "newdir")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "newdir/a_x4.png").is_file()
+    done = run_cli(tmp_path, "upscale", "a.png", "--model", upscaler, "--format", "WEBP", "--out", "w/")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "w/a_x4.webp").is_file()
 
 
 def test_existing_outputs_skip_overwrite_and_truncation(tmp_path, upscaler):
@@ -99,7 +122,7 @@ def test_existing_outputs_skip_overwrite_and_truncation(tmp_path, upscaler):
     (tmp_path / "o/b_x4.png").write_bytes(data[: len(data) // 2])
     done = run_cli(tmp_path, "upscale", "a.png", "b.png", "--model", upscaler, "--out", "o/", "--skip-existing")
     assert done.returncode == 0, done.stderr
-    assert "1 upscaled, 1 skipped" in done.stderr
+    assert "1 upscaled, 0 failed, 1 skipped (output exists)" in done.stderr
     assert (tmp_path / "o/b_x4.png").read_bytes() == data
 
 
@@ -110,7 +133,7 @@ def test_animated_and_jpeg_alpha_errors(tmp_path, upscaler):
     assert done.returncode == 3 and "anim.gif" in done.stderr and "animated" in done.stderr
     Image.new("RGBA", (4, 4)).save(tmp_path / "t.png")
     done = run_cli(tmp_path, "upscale", "t.png", "--model", upscaler, "--format", "jpg")
-    assert done.returncode == 3 and "png or webp" in done.stderr
+    assert done.returncode == 3 and "--format png" in done.stderr
     assert not (tmp_path / "t_x4.jpg").exists()
 
 

@@ -30,7 +30,7 @@ def finish(ctx: click.Context, result) -> None:
         ctx.exit(result.exit_code)
 
 
-@click.command("encode")
+@click.command("encode", short_help="Encode images to latent files.")
 @model_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(), required=True,
@@ -55,7 +55,7 @@ def encode_command(ctx, bundle, runtime, console, images, out, overwrite):
     finish(ctx, result)
 
 
-@click.command("decode")
+@click.command("decode", short_help="Decode latent files to PNG images.")
 @model_options
 @click.argument("latents", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(), required=True,

@@ -49,12 +49,16 @@ def model_options(func=None, *, upscaler: bool = False):
     """
     if func is None:
         return functools.partial(model_options, upscaler=upscaler)
-    variable, default = ("GENART_UPSCALER", default_upscaler) if upscaler else ("GENART_MODEL", default_model)
-    default_help = "the bundled x4 upscaler" if upscaler else "the bundled emoji model"
+    if upscaler:
+        variable, default = "GENART_UPSCALER", default_upscaler
+        model_help = ("Upscaler: genart or Real-ESRGAN/ESRGAN safetensors, or a latent-diffusion super-resolution "
+                      "checkpoint or diffusers folder. Default: $GENART_UPSCALER or the bundled x4 upscaler.")
+    else:
+        variable, default = "GENART_MODEL", default_model
+        model_help = ("Checkpoint: genart or latent-diffusion safetensors, or a diffusers folder. "
+                      "Default: $GENART_MODEL or the bundled emoji model.")
 
-    @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
-                  help="Checkpoint: genart, latent-diffusion or Real-ESRGAN safetensors, or a diffusers folder. "
-                       f"Default: ${variable} or {default_help}.")
+    @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None, help=model_help)
     @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="The original yaml config of a latent-diffusion or taming checkpoint.")
     @click.option("--weights", type=click.Choice(WEIGHT_CHOICES), default="ema", show_default=True,

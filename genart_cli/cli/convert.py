@@ -13,7 +13,7 @@ from ..checkpoints.native import save_bundle
 from .common import check_outputs, stderr_console
 
 
-@click.command("convert")
+@click.command("convert", short_help="Convert a checkpoint or pickle to genart safetensors.")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="genart safetensors file to write.")
@@ -23,7 +23,7 @@ from .common import check_outputs, stderr_console
               help="Which UNet weights to keep when the source has an EMA copy.")
 @click.option("--fp16", is_flag=True, help="Store the weights in fp16, halving the file size.")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
-@click.option("--quiet", "-q", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True, help="No notes on stderr; errors are still printed.")
 def convert_command(source, out, config_path, weights, fp16, overwrite, quiet):
     """Convert a .ckpt/.pth pickle (read with weights_only), a latent-diffusion safetensors file or a
     diffusers folder into one self-describing genart safetensors file."""

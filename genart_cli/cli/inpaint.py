@@ -38,7 +38,7 @@ def load_mask(path: Path, size: tuple[int, int], image_path: Path, invert: bool)
     return 1 - mask if invert else mask
 
 
-@click.command("inpaint")
+@click.command("inpaint", short_help="Repaint the masked region of an image.")
 @model_options
 @click.argument("image", type=click.Path(path_type=Path))
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None,
@@ -51,7 +51,8 @@ def load_mask(path: Path, size: tuple[int, int], image_path: Path, invert: bool)
 @click.option("--eta", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True, help="DDIM noise.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed of image 0; image k uses seed + k.")
-@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True,
+              help="Results to make, each with its own seed.")
 @click.option("--resample", type=click.IntRange(1, 20), default=1, show_default=True,
               help="RePaint (unconditional models): redo each step this many times, for a better fit.")
 @click.option("--mask-blur", type=click.FloatRange(0, 256), default=0.0, show_default=True,

@@ -24,11 +24,12 @@ def describe_kind(bundle) -> str:
     return "UNet"
 
 
-@click.command("inspect")
+@click.command("inspect", short_help="Show what a checkpoint contains and how genart reads it.")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The original yaml config, if the checkpoint came with one.")
-@click.option("--weights", type=click.Choice(WEIGHT_CHOICES), default="ema", show_default=True)
+@click.option("--weights", type=click.Choice(WEIGHT_CHOICES), default="ema", show_default=True,
+              help="Which weights to describe when the checkpoint has an EMA copy.")
 def inspect_command(path, config_path, weights):
     """Show a checkpoint's layout, architecture, parameter counts, dtype, EMA and conditioning."""
     bundle, report = load_model(path, config_path, weights)

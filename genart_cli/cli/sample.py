@@ -44,15 +44,17 @@ def sample_paths(out_option: str, num_images: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{k:05d}{out.suffix}") for k in range(num_images)]
 
 
-@click.command("sample")
+@click.command("sample", short_help="Generate images with a latent-diffusion model.")
 @model_options
 @click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True, help="Sampler steps.")
 @click.option("--eta", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
               help="DDIM noise, from 0 (deterministic) to 1 (DDPM-like).")
-@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="ddim", show_default=True)
+@click.option("--sampler", type=click.Choice(sorted(SAMPLERS)), default="ddim", show_default=True,
+              help="Sampling method.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
               help="Seed of image 0; image k uses seed + k.")
-@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--num-images", "-n", type=click.IntRange(1), default=1, show_default=True,
+              help="Images to make; a .png --out name gets a counter (art-00000.png, ...) when above 1.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
               help="Images per forward pass; results do not depend on it.")
 @click.option("--out", "-o", type=click.Path(), default="sample.png", show_default=True,

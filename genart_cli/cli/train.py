@@ -40,7 +40,7 @@ def job_fields(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-@click.group("train")
+@click.group("train", short_help="Train the models behind the default weights.")
 def train_group():
     """Train the models behind the default weights (see weights/README.md)."""
 

@@ -41,25 +41,41 @@ def parse_tile(value: str) -> int | None:
     return side
 
 
-def find_inputs(inputs: list[Path], recursive: bool, note) -> list[tuple[Path, Path]]:
-    """Return (file, path relative to its input folder) pairs; notes each skipped non-image file."""
-    found = []
+# Files in a folder with these suffixes are inputs even if they do not decode, so that a damaged
+# image fails the run instead of being skipped as "not an image".
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".pgm", ".ppm"}
+
+
+def find_inputs(inputs: list[Path], recursive: bool, note) -> tuple[list[tuple[Path, Path]], int]:
+    """Return ((file, path relative to its input folder) pairs, count of skipped non-image files).
+
+    Each input file counts once, however often it is named.
+    """
+    found, seen, skipped = [], set(), 0
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, relative))
+
     for item in inputs:
         if item.is_dir():
             files = sorted(p for p in (item.rglob("*") if recursive else item.iterdir()) if p.is_file())
             for path in files:
                 if path.name.startswith("."):
                     continue
-                if is_image_file(path):
-                    found.append((path, path.relative_to(item)))
+                if path.suffix.lower() in IMAGE_SUFFIXES or is_image_file(path):
+                    add(path, path.relative_to(item))
                 else:
                     note(f"skipping {path}: not an image")
+                    skipped += 1
         elif item.is_file() or not item.exists():
             # A missing file fails later with its own message; the other inputs still run.
-            found.append((item, Path(item.name)))
+            add(item, Path(item.name))
         else:
             raise InputError(f"{item}: not a file or folder")
-    return found
+    return found, skipped
 
 
 def output_suffix(source: Path, fmt: str | None) -> str:
@@ -71,15 +87,20 @@ def output_suffix(source: Path, fmt: str | None) -> str:
 def plan_jobs(inputs: list[Path], found: list[tuple[Path, Path]], out: str | None, fmt: str | None,
               label: str) -> list[Job]:
     """Map inputs to outputs: next to each input (NAME_x4.EXT) without --out, else into --out."""
-    single_file = len(inputs) == 1 and not inputs[0].is_dir()
+    single_file = len(found) == 1 and not any(i.is_dir() for i in inputs)
+    # --out is a folder unless one file is upscaled and --out is a file name with a suffix.
+    out_is_file = out is not None and single_file and not names_folder(out) and bool(Path(out).suffix)
+    if out is None and any(i.is_dir() for i in inputs):
+        raise click.BadParameter("folders need an output folder: pass --out DIR", param_hint="--out")
+    if out is not None and not single_file and not names_folder(out) and Path(out).suffix:
+        raise click.BadParameter(f"{len(found)} inputs need an output folder, not the file name {out}; end the "
+                                 "folder name with /", param_hint="--out")
     jobs = []
     for source, relative in found:
         name = f"{relative.stem}_{label}{output_suffix(source, fmt)}"
         if out is None:
-            if not single_file and any(i.is_dir() for i in inputs):
-                raise click.BadParameter("folders need an output folder: pass --out DIR", param_hint="--out")
             target = source.with_name(name)
-        elif single_file and not names_folder(out):
+        elif out_is_file:
             target = Path(out)
         else:
             target = Path(out) / relative.parent / name
@@ -88,8 +109,8 @@ def plan_jobs(inputs: list[Path], found: list[tuple[Path, Path]], out: str | Non
     for job in jobs:
         key = Path(os.path.normcase(job.target.resolve()))
         if key in seen:
-            raise InputError(f"{job.source}: its output {job.target} collides with that of {seen[key]}; "
-                             "rename one input or choose --format")
+            raise InputError(f"{job.source}: its output {job.target} would also be written for {seen[key]}; "
+                             "rename one input or choose another --format")
         if key == Path(os.path.normcase(job.source.resolve())):
             raise InputError(f"{job.source}: the output would replace the input; choose another --out")
         seen[key] = job.source
@@ -108,11 +129,12 @@ def complete_image(path: Path) -> bool:
         return False
 
 
-@click.command("upscale")
+@click.command("upscale", short_help="Upscale images and folders of images.")
 @model_options(upscaler=True)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", type=click.Path(), default=None,
-              help="Output file (one input) or folder. Default: beside each input, as NAME_x4.EXT.")
+              help="Output file (one input file) or folder (needed for folder inputs). Default: beside each "
+                   "input, as NAME_x4.EXT with the scale in the name.")
 @click.option("--scale", type=click.FloatRange(0, 16, min_open=True), default=None,
               help="Output scale. Another scale than the model's runs the model, then resamples (Lanczos).")
 @click.option("--tile", default="auto", show_default=True,
@@ -120,7 +142,7 @@ def complete_image(path: Path) -> bool:
 @click.option("--tile-overlap", type=click.IntRange(0), default=None,
               help="Context pixels around each tile. Default for feed-forward models: the receptive radius up "
                    "to 32 (exact for SRVGGNetCompact); for latent diffusion: a quarter tile.")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS), case_sensitive=False), default=None,
               help="Output format. Default: the input's (PNG for other formats).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG and WebP quality.")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders and mirror them under --out.")
@@ -148,7 +170,8 @@ def upscale_command(ctx, bundle, runtime, console, inputs, out, scale, tile, til
         tiling.tile = None if bundle.upscaler is not None else 10**9
     settings = SampleSettings(steps=steps, eta=eta, seed=seed)
 
-    found = find_inputs(list(inputs), recursive, lambda m: console.print(f"note: {m}"))
+    fmt = fmt.lower() if fmt else None
+    found, not_images = find_inputs(list(inputs), recursive, lambda m: console.print(f"note: {m}"))
     jobs = plan_jobs(list(inputs), found, out, fmt, label)
     skipped = []
     if skip_existing:
@@ -159,7 +182,7 @@ def upscale_command(ctx, bundle, runtime, console, inputs, out, scale, tile, til
         raise InputError("no images to upscale in the given inputs")
     note = "" if scale == native else f", then Lanczos to x{scale:g}"
     console.print(f"upscaling {len(jobs)} image(s) with {bundle.name} ({describe(bundle)}{note}) "
-                  f"on {runtime.describe()}" + (f"; {len(skipped)} done already" if skipped else ""))
+                  f"on {runtime.describe()}" + (f"; {len(skipped)} skipped, their outputs exist" if skipped else ""))
 
     with progress_bar(console) as progress:
         task = progress.add_task("upscale", total=len(jobs))
@@ -188,7 +211,12 @@ def upscale_command(ctx, bundle, runtime, console, inputs, out, scale, tile, til
 
         result = run_batch((job_runner(job) for job in jobs), lambda m: click.echo(f"genart: {m}", err=True),
                            click.echo)
-    console.print(f"{len(result.written)} upscaled, {len(skipped)} skipped as done, {len(result.failed)} failed")
+    summary = f"{len(result.written)} upscaled, {len(result.failed)} failed"
+    if skipped:
+        summary += f", {len(skipped)} skipped (output exists)"
+    if not_images:
+        summary += f", {not_images} not images"
+    console.print(summary)
     if result.failed:
         ctx.exit(result.exit_code)
 

@@ -48,7 +48,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: the image could not be decoded ({err}); the file may be truncated") from None
+        raise InputError(f"{path}: the image could not be decoded ({err}); the file is damaged or incomplete") from None
     return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 

@@ -83,14 +83,14 @@ def load_image(path: str | Path) -> SourceImage:
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: the image could not be decoded ({err}); the file may be truncated") from None
+        raise InputError(f"{path}: the image could not be decoded ({err}); the file is damaged or incomplete") from None
 
 
 def _decode_file(path: Path) -> SourceImage:
     with Image.open(path) as image:
         if getattr(image, "n_frames", 1) > 1:
             raise InputError(f"{path}: animated images are not supported; extract one frame first, "
-                             f"e.g. with `ffmpeg -i {path.name} -frames:v 1 frame.png`")
+                             f"e.g. with `ffmpeg -i {path} -frames:v 1 frame.png`")
         source_format = image.format or "unknown"
         source_mode = image.mode
         icc_profile = image.info.get("icc_profile") or None
@@ -303,7 +303,7 @@ def save_image(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor | None, 
 
     if out_format == "JPEG" and alpha is not None:
         raise InputError(f"{path}: JPEG cannot store the alpha channel of {source.path.name}; "
-                         f"save as png or webp instead")
+                         f"use --format png or --format webp")
     max_side = _MAX_SIDE.get(out_format)
     if max_side is not None and max(height, width) > max_side:
         raise InputError(f"{path}: {width}x{height} is too large for {out_format} "
@@ -336,7 +336,7 @@ def _output_format(path: Path, fmt: str | None) -> str:
     out_format = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if out_format is None:
         raise InputError(f"{path}: unknown output suffix {path.suffix!r}; "
-                         f"use .png, .jpg, .jpeg or .webp, or pass the format explicitly")
+                         f"use .png, .jpg, .jpeg or .webp, or pass --format")
     return out_format
 
 
