@@ -143,8 +143,8 @@ def make_runner(library: str, precision: str, task: str, model: str, size: int):
         def run(steps=50):
             with autocast:
                 images = pipeline(batch_size=1, generator=torch.Generator().manual_seed(0), num_inference_steps=steps,
-                                  eta=0.0, output_type="pt").images
-            return images.float() * 2 - 1  # [0, 1] -> [-1, 1], as genart returns
+                                  eta=0.0, output_type="np").images  # LDMPipeline returns numpy for "pt" too
+            return torch.from_numpy(images).permute(0, 3, 1, 2).float() * 2 - 1  # [0, 1] -> [-1, 1], as genart
     return run
 
 
@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sample-repeats", type=int, default=2)
     parser.add_argument("--only", help="run only the tasks whose description contains this text")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the results of cells measured before (kept in build/bench-diffusers)")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -202,10 +204,17 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             for library in ("genart", "diffusers"):
                 out = WORK / f"{library}-{precision}-{task}-{model}-{size}.pt"
-                done = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--sample-repeats",
-                                       str(args.sample_repeats), "--child", library, precision, task, model,
-                                       str(size), str(out)], check=True, capture_output=True, text=True)
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+                cached = out.with_suffix(".json")
+                if args.reuse and cached.exists() and out.exists():
+                    result = json.loads(cached.read_text())
+                else:
+                    done = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--sample-repeats",
+                                           str(args.sample_repeats), "--child", library, precision, task, model,
+                                           str(size), str(out)], capture_output=True, text=True)
+                    if done.returncode != 0:
+                        sys.exit(f"{library} {precision} {task} {model} {size} failed:\n{done.stderr[-3000:]}")
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                    cached.write_text(json.dumps(result))
                 result["out"] = out
                 results[library, precision] = result
                 print(describe(task, model, size), library, precision, f"{result['median_s']:.3f} s", flush=True)
