@@ -139,6 +139,15 @@ def make_runner(library: str, precision: str, task: str, model: str, size: int):
         pipeline.set_progress_bar_config(disable=True)
         pipeline.unet.to(memory_format=memory_format)
         pipeline.vqvae.to(memory_format=memory_format)
+        # LDMPipeline turns the decoded tensor into numpy, which has no bfloat16: hand it fp32.
+        decode = pipeline.vqvae.decode
+
+        def decode_to_fp32(*args, **kwargs):
+            out = decode(*args, **kwargs)
+            out.sample = out.sample.float()
+            return out
+
+        pipeline.vqvae.decode = decode_to_fp32
 
         def run(steps=50):
             with autocast:
@@ -166,6 +175,25 @@ def child(library: str, precision: str, task: str, model: str, size: int, repeat
             "peak_mib": peak_mib(), "loaded_mib": loaded}
 
 
+def paired(precision: str, task: str, model: str, size: int, repeats: int) -> dict:
+    """Time both libraries in one process, alternating runs, so that both see the same machine state.
+
+    Separate processes on this 2-core VM landed in a fast or a slow mode (about 25 % apart) from one
+    start to the next, which swamped the differences being measured.
+    """
+    runs = {library: make_runner(library, precision, task, model, size) for library in ("genart", "diffusers")}
+    for run in runs.values():
+        run(steps=1) if task == "sample" else run()
+    times = {library: [] for library in runs}
+    for _ in range(repeats):
+        for library, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[library].append(time.perf_counter() - start)
+    return {library: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
+            for library, t in times.items()}
+
+
 def max_abs(a: Path, b: Path) -> float:
     return (torch.load(a) - torch.load(b)).abs().max().item()
 
@@ -187,7 +215,13 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the results of cells measured before (kept in build/bench-diffusers)")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--paired", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.paired:
+        precision, task, model, size = args.paired
+        repeats = args.sample_repeats if task == "sample" else args.repeats
+        print(json.dumps(paired(precision, task, model, int(size), repeats)))
+        return
     if args.child:
         library, precision, task, model, size, out = args.child
         repeats = args.sample_repeats if task == "sample" else args.repeats
@@ -217,7 +251,21 @@ def main() -> None:
                     cached.write_text(json.dumps(result))
                 result["out"] = out
                 results[library, precision] = result
-                print(describe(task, model, size), library, precision, f"{result['median_s']:.3f} s", flush=True)
+            cached = WORK / f"paired-{precision}-{task}-{model}-{size}.json"
+            if args.reuse and cached.exists():
+                timing = json.loads(cached.read_text())
+            else:
+                done = subprocess.run([sys.executable, __file__, "--repeats", str(args.repeats), "--sample-repeats",
+                                       str(args.sample_repeats), "--paired", precision, task, model, str(size)],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"paired {precision} {task} {model} {size} failed:\n{done.stderr[-3000:]}")
+                timing = json.loads(done.stdout.strip().splitlines()[-1])
+                cached.write_text(json.dumps(timing))
+            for library in ("genart", "diffusers"):
+                results[library, precision].update(timing[library])
+                print(describe(task, model, size), library, precision, f"{timing[library]['median_s']:.3f} s",
+                      flush=True)
         fp32_diff = max_abs(results["genart", "fp32"]["out"], results["diffusers", "fp32"]["out"])
         for library in ("genart", "diffusers"):
             results[library, "bf16"]["error"] = max_abs(results[library, "bf16"]["out"],
@@ -235,8 +283,10 @@ def main() -> None:
         f"{diffusers.__version__}, Python {platform.python_version()}.",
         "Command: `make bench` (`python benchmarks/bench_diffusers.py`). Random weights at the released "
         "sizes (bsr_sr UNet 113.6M parameters, celebahq UNet 274.1M, vq-f4 autoencoder), built in diffusers "
-        "and loaded by genart from the same folders. Each cell runs in its own process: one warm-up, then "
-        f"the median of {args.repeats} runs ({args.sample_repeats} for the sample); min and max in brackets. "
+        "and loaded by genart from the same folders. Times: both libraries loaded in one process, one warm-up "
+        f"each, then {args.repeats} alternating runs ({args.sample_repeats} for the sample); the median, with min "
+        "and max in brackets. Separate processes on this VM started in a fast or a slow mode about 25 % apart, "
+        "so they could not compare the libraries fairly. Memory and outputs: each library in its own process. "
         "Peak is the process's peak resident memory during the timed runs (reset after loading); \"over load\" "
         "is that peak less the memory held once the model was loaded.",
         "",
