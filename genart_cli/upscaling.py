@@ -1,7 +1,7 @@
 """Upscale images of any size: feed-forward networks tile by tile, latent diffusion with blended tiles.
 
 Pixels here are RGB (1, 3, H, W) float32 in [0, 1], the range the feed-forward networks were
-trained on; the latent-diffusion path maps them to [-1, 1] itself. The output is exactly
+trained on. The latent-diffusion path maps them to [-1, 1] itself. The output is exactly
 (s H, s W) for the model's scale s: inputs are padded by edge replication to what the model
 needs and the result is cropped back, never resized.
 

@@ -62,7 +62,8 @@ def test_loads_with_class_embedder(cin_checkpoint):
     bundle, report = load_model(path, config)
     assert bundle.conditioning == "crossattn"
     assert torch.equal(bundle.class_embedder.weight, table)
-    assert bundle.unet.config.num_heads == 1 and bundle.unet.config.context_dim == CONTEXT
+    assert bundle.unet.config.num_heads == 1
+    assert bundle.unet.config.context_dim == CONTEXT
     x, t = torch.randn(1, 3, 8, 8), torch.tensor([3])
     context = table[[7]][:, None]
     assert torch.equal(bundle.unet(x, t, context=context), unet(x, t, context=context))
@@ -89,17 +90,20 @@ def test_guidance_is_uncond_plus_scale_times_difference(cin_checkpoint):
 def test_sample_cli_needs_a_class_and_writes_it(cin_checkpoint, tmp_path):
     path, config, _, _ = cin_checkpoint
     done = run_cli(tmp_path, "sample", "--model", path, "--config", config, "--steps", "2", "--out", "a.png")
-    assert done.returncode == 2 and "--class-label" in done.stderr
+    assert done.returncode == 2
+    assert "--class-label" in done.stderr
     done = run_cli(tmp_path, "sample", "--model", path, "--config", config, "--steps", "2", "--out", "a.png",
                    "--class-label", "207", "--guidance-scale", "3")
     assert done.returncode == 0, done.stderr
     from genart_cli.imaging.io import read_png_settings
 
     settings = read_png_settings(tmp_path / "a.png")
-    assert settings["class_label"] == "207" and settings["guidance_scale"] == "3.0"
+    assert settings["class_label"] == "207"
+    assert settings["guidance_scale"] == "3.0"
     done = run_cli(tmp_path, "sample", "--model", path, "--config", config, "--steps", "2", "--out", "b.png",
                    "--class-label", "1001")
-    assert done.returncode == 2 and "outside 0 to 1000" in done.stderr
+    assert done.returncode == 2
+    assert "outside 0 to 1000" in done.stderr
 
 
 def test_text_conditioned_model_is_refused(cin_checkpoint, tmp_path):

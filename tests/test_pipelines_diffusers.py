@@ -131,7 +131,8 @@ def test_super_resolution_pipeline_parity(sr_folder):
 
     pipeline, folder = sr_folder
     bundle, report = load_model(folder)
-    assert report.layout == "diffusers" and bundle.conditioning == "concat-lowres"
+    assert report.layout == "diffusers"
+    assert bundle.conditioning == "concat-lowres"
     lowres = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(7)) * 2 - 1
     expected = pipeline(image=lowres, num_inference_steps=20, eta=0.0, generator=torch.Generator().manual_seed(4),
                         output_type="np").images
@@ -168,7 +169,8 @@ def test_latent_diffusion_upscale_tiles(sr_folder, tmp_path):
     # Equal up to the blend weights dividing out (float rounding only).
     assert (whole - (super_resolve(bundle, cpu, rgb * 2 - 1, settings) + 1) / 2).abs().max() <= 1e-6
     tiled = upscale_latent_diffusion(bundle, rgb, cpu, settings, Tiling(tile=8, overlap=4))
-    assert tiled.shape == (1, 3, 96, 80) and torch.isfinite(tiled).all()
+    assert tiled.shape == (1, 3, 96, 80)
+    assert torch.isfinite(tiled).all()
     # Blending leaves no seam: the jump between neighbouring columns at a tile border (latent
     # column 8, pixel 32) is no larger than the image's usual column-to-column change.
     steps = (tiled[..., :, 1:] - tiled[..., :, :-1]).abs().mean(dim=(0, 1, 2))

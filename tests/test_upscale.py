@@ -47,7 +47,8 @@ def test_released_names():
     assert {"conv_first.weight", "body.1.rdb3.conv5.bias", "conv_body.weight", "conv_up1.weight", "conv_up2.weight",
             "conv_hr.weight", "conv_last.weight"} <= names
     srvgg = set(build_upscaler(UpscalerConfig(arch="srvgg", scale=4, num_feat=8, num_block=16)).state_dict())
-    assert {"body.0.weight", "body.1.weight", "body.34.weight"} <= srvgg and "body.35.weight" not in srvgg
+    assert {"body.0.weight", "body.1.weight", "body.34.weight"} <= srvgg
+    assert "body.35.weight" not in srvgg
 
 
 @pytest.mark.parametrize("config", [
@@ -79,9 +80,11 @@ def test_params_ema_preferred_and_raw_on_request(tmp_path):
     save_file(state, str(path))
     x = torch.rand(1, 3, 6, 6)
     bundle, report = load_model(path)
-    assert report.weights == "ema" and torch.equal(bundle.upscaler(x), ema(x))
+    assert report.weights == "ema"
+    assert torch.equal(bundle.upscaler(x), ema(x))
     bundle, report = load_model(path, weights="raw")
-    assert report.weights == "raw" and torch.equal(bundle.upscaler(x), raw(x))
+    assert report.weights == "raw"
+    assert torch.equal(bundle.upscaler(x), raw(x))
 
 
 def test_old_esrgan_names(tmp_path):
@@ -156,7 +159,9 @@ def test_alpha_upscales_smoothly():
     alpha = torch.zeros(1, 1, 8, 8)
     alpha[..., 2:6, 2:6] = 1.0
     big = upscale_alpha(alpha, 4)
-    assert big.shape == (1, 1, 32, 32) and big.min() >= 0 and big.max() <= 1
+    assert big.shape == (1, 1, 32, 32)
+    assert big.min() >= 0
+    assert big.max() <= 1
     # Smooth: intermediate values appear at the edge of the opaque square, unlike nearest neighbour.
     assert ((big > 0.05) & (big < 0.95)).any()
 

@@ -55,7 +55,8 @@ def test_modes_are_kept(tmp_path, upscaler):
     assert size_and_mode(tmp_path / "out/deep_x4.png")[1].startswith("I")
     with Image.open(tmp_path / "out/alpha_x4.png") as image:
         alpha = np.asarray(image)[..., 3]
-    assert alpha[:, 0].max() == 0 and alpha[:, -1].min() == 255
+    assert alpha[:, 0].max() == 0
+    assert alpha[:, -1].min() == 255
 
 
 def test_folder_recursive_mirrors_and_skips_non_images(tmp_path, upscaler):
@@ -65,23 +66,27 @@ def test_folder_recursive_mirrors_and_skips_non_images(tmp_path, upscaler):
     (tmp_path / "in/notes.txt").write_text("not an image")
     done = run_cli(tmp_path, "upscale", "in", "--recursive", "--model", upscaler, "--out", "out")
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out/a_x4.png").is_file() and (tmp_path / "out/sub/b_x4.jpg").is_file()
+    assert (tmp_path / "out/a_x4.png").is_file()
+    assert (tmp_path / "out/sub/b_x4.jpg").is_file()
     assert "notes.txt: not an image" in done.stderr
     assert "2 upscaled, 0 failed, 1 not images" in done.stderr
     # A damaged file with an image suffix is an input that fails, not a skipped non-image.
     (tmp_path / "in/sub/fake.png").write_text("plain text")
     done = run_cli(tmp_path, "upscale", "in", "--recursive", "--model", upscaler, "--out", "out2")
     assert done.returncode == 3
-    assert "fake.png" in done.stderr and "1 failed" in done.stderr
+    assert "fake.png" in done.stderr
+    assert "1 failed" in done.stderr
 
 
-def test_one_bad_file_fails_the_run_but_not_the_others(tmp_path, upscaler):
+def test_bad_file_fails_run_others_finish(tmp_path, upscaler):
     write_test_image(tmp_path / "good.png", 4, 4)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     done = run_cli(tmp_path, "upscale", "bad.png", "good.png", "--model", upscaler, "--out", "out/")
     assert done.returncode == 3
-    assert (tmp_path / "out/good_x4.png").is_file() and not (tmp_path / "out/bad_x4.png").exists()
-    assert "bad.png" in done.stderr and "1 failed" in done.stderr
+    assert (tmp_path / "out/good_x4.png").is_file()
+    assert not (tmp_path / "out/bad_x4.png").exists()
+    assert "bad.png" in done.stderr
+    assert "1 failed" in done.stderr
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
@@ -89,7 +94,8 @@ def test_collisions_are_refused_before_any_work(tmp_path, upscaler):
     write_test_image(tmp_path / "x.png", 4, 4)
     Image.open(tmp_path / "x.png").save(tmp_path / "x.webp")
     done = run_cli(tmp_path, "upscale", "x.png", "x.webp", "--format", "png", "--model", upscaler, "--out", "o/")
-    assert done.returncode == 3 and "would also be written" in done.stderr
+    assert done.returncode == 3
+    assert "would also be written" in done.stderr
     assert not (tmp_path / "o").exists()
     # The same file named twice is one input.
     done = run_cli(tmp_path, "upscale", "x.png", "./x.png", "--model", upscaler, "--out", "twice/")
@@ -101,7 +107,8 @@ def test_out_names_a_file_only_for_one_input(tmp_path, upscaler):
     write_test_image(tmp_path / "a.png", 4, 4)
     write_test_image(tmp_path / "b.png", 4, 4, seed=1)
     done = run_cli(tmp_path, "upscale", "a.png", "b.png", "--model", upscaler, "--out", "single.png")
-    assert done.returncode == 2 and "output folder" in done.stderr
+    assert done.returncode == 2
+    assert "output folder" in done.stderr
     assert not (tmp_path / "single.png").exists()
     done = run_cli(tmp_path, "upscale", "a.png", "--model", upscaler, "--out", "newdir")
     assert done.returncode == 0, done.stderr
@@ -116,7 +123,8 @@ def test_existing_outputs_skip_overwrite_and_truncation(tmp_path, upscaler):
     write_test_image(tmp_path / "b.png", 4, 4, seed=1)
     assert run_cli(tmp_path, "upscale", "a.png", "b.png", "--model", upscaler, "--out", "o/").returncode == 0
     done = run_cli(tmp_path, "upscale", "a.png", "--model", upscaler, "--out", "o/")
-    assert done.returncode == 3 and "--overwrite" in done.stderr
+    assert done.returncode == 3
+    assert "--overwrite" in done.stderr
     # A truncated output (an interrupted run of another tool) is redone; a complete one is skipped.
     data = (tmp_path / "o/b_x4.png").read_bytes()
     (tmp_path / "o/b_x4.png").write_bytes(data[: len(data) // 2])
@@ -130,10 +138,13 @@ def test_animated_and_jpeg_alpha_errors(tmp_path, upscaler):
     frames = [Image.new("RGB", (4, 4), color) for color in ("red", "blue")]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     done = run_cli(tmp_path, "upscale", "anim.gif", "--model", upscaler)
-    assert done.returncode == 3 and "anim.gif" in done.stderr and "animated" in done.stderr
+    assert done.returncode == 3
+    assert "anim.gif" in done.stderr
+    assert "animated" in done.stderr
     Image.new("RGBA", (4, 4)).save(tmp_path / "t.png")
     done = run_cli(tmp_path, "upscale", "t.png", "--model", upscaler, "--format", "jpg")
-    assert done.returncode == 3 and "--format png" in done.stderr
+    assert done.returncode == 3
+    assert "--format png" in done.stderr
     assert not (tmp_path / "t_x4.jpg").exists()
 
 
@@ -167,4 +178,5 @@ def test_sample_upscale_uses_the_bundled_upscaler(tmp_path, upscaler, tiny_model
     assert size_and_mode(tmp_path / "mid.png")[0] == (48, 48)
     monkeypatch.setenv("GENART_UPSCALER", str(tiny_model))
     done = run_cli(tmp_path, "sample", "--model", tiny_model, "--steps", "2", "--upscale", "4", "--out", "x.png")
-    assert done.returncode == 4 and "super-resolution" in done.stderr
+    assert done.returncode == 4
+    assert "super-resolution" in done.stderr
