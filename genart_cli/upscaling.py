@@ -27,6 +27,7 @@ from .diffusion.samplers import SAMPLERS
 from .diffusion.schedule import make_alphas_cumprod
 from .errors import ModelError, NumericalError
 from .imaging.resize import imresize
+from .latents import decode
 from .models.esrgan import input_multiple, receptive_radius
 from .runtime.device import Runtime
 
@@ -42,6 +43,13 @@ MAX_DEFAULT_OVERLAP = 32
 class Tiling:
     tile: int | None = None  # input pixels per tile side; None: the whole image at once
     overlap: int | None = None  # input pixels of context per side; None: the model's default
+
+
+def auto_tiling(bundle: ModelBundle, tile: int | None = None, overlap: int | None = None) -> Tiling:
+    """Return the Tiling for a --tile value: None picks the model's AUTO_TILE side, 0 turns tiles off."""
+    if tile is None:
+        tile = AUTO_TILE[bundle.upscaler.config.arch if bundle.upscaler is not None else "ldm"]
+    return Tiling(tile=tile or None, overlap=overlap)
 
 
 def model_scale(bundle: ModelBundle) -> int:
@@ -160,17 +168,12 @@ def decode_blended(autoencoder, z: torch.Tensor, runtime: Runtime, tile: int, ov
     total = torch.zeros(1, 1, h * f, w * f)
     for top, bottom in overlapping_windows(h, tile, overlap):
         for left, right in overlapping_windows(w, tile, overlap):
-            with runtime.autocast():
-                pixels = autoencoder.decode(z[..., top:bottom, left:right].to(runtime.device)).float().cpu()
-            if not torch.isfinite(pixels).all():
-                pixels = autoencoder.decode(z[..., top:bottom, left:right].to(runtime.device).float()).float().cpu()
+            # latents.decode redoes a NaN window in fp32 and raises if that fails too.
+            pixels = decode(autoencoder, z[..., top:bottom, left:right], runtime, label="upscaled image")
             weight = ramp_weights((bottom - top) * f, (right - left) * f, overlap * f)
             out[..., top * f:bottom * f, left * f:right * f] += weight * pixels
             total[..., top * f:bottom * f, left * f:right * f] += weight
-    pixels = out / total
-    if not torch.isfinite(pixels).all():
-        raise NumericalError("the decoder produced NaN or Inf even in fp32; the model is invalid")
-    return pixels.clamp(-1, 1)
+    return out / total
 
 
 @torch.no_grad()
@@ -188,8 +191,7 @@ def upscale_latent_diffusion(bundle: ModelBundle, rgb: torch.Tensor, runtime: Ru
     if pad_h or pad_w:
         lowres = F.pad(lowres, (0, pad_w, 0, pad_h), mode="replicate")
     lh, lw = lowres.shape[-2:]
-    tile = tiling.tile or AUTO_TILE["ldm"]
-    tile = max(multiple, tile // multiple * multiple)
+    tile = max(multiple, (tiling.tile or 10**9) // multiple * multiple)  # None: the whole latent at once
     overlap = min(tile // 2, tiling.overlap if tiling.overlap is not None else tile // 4)
 
     alphas_cumprod = make_alphas_cumprod(bundle.schedule)
@@ -203,8 +205,6 @@ def upscale_latent_diffusion(bundle: ModelBundle, rgb: torch.Tensor, runtime: Ru
         noise=lambda: image_noise(generators, latent_shape, runtime.device),
         callback=lambda i, total: on_step(1) if on_step else None,
     )
-    if not torch.isfinite(z).all():
-        raise NumericalError("the latent contains NaN or Inf; with --precision fp16 or bf16, try --precision fp32")
     pixels = decode_blended(autoencoder, z / bundle.scale_factor, runtime, tile, overlap)
     f = autoencoder.downsample_factor
     return ((pixels[..., : h * f, : w * f] + 1) / 2).clamp(0, 1)
@@ -250,8 +250,7 @@ def upscale(bundle: ModelBundle, rgb: torch.Tensor, runtime: Runtime, tiling: Ti
 def upscale_sample(bundle: ModelBundle, pixels: torch.Tensor, runtime: Runtime, scale: float) -> torch.Tensor:
     """Upscale one generated image (3, H, W) in [-1, 1] to round(scale * side); return it in [-1, 1]."""
     rgb = ((pixels[None].float() + 1) / 2).clamp(0, 1)
-    tile = AUTO_TILE[bundle.upscaler.config.arch] if bundle.upscaler is not None else None
-    big = upscale(bundle, rgb, runtime, Tiling(tile=tile))
+    big = upscale(bundle, rgb, runtime, auto_tiling(bundle))
     if scale != model_scale(bundle):
         big = resample(big, (round(pixels.shape[-2] * scale), round(pixels.shape[-1] * scale)))
     return big[0] * 2 - 1

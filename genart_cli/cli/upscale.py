@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..imaging.normalize import load_image, save_image
 from ..latents import is_image_file
 from ..runtime.batch import run_batch
-from ..upscaling import Tiling, describe, model_scale, resample, upscale, upscale_alpha
+from ..upscaling import auto_tiling, describe, model_scale, resample, upscale, upscale_alpha
 from .common import check_outputs, model_options, names_folder, progress_bar
 from .sample import MAX_SEED
 
@@ -163,11 +163,7 @@ def upscale_command(ctx, bundle, runtime, console, inputs, out, scale, tile, til
     label = f"x{scale:g}"
     if skip_existing and overwrite:
         raise click.BadParameter("choose one of --skip-existing and --overwrite", param_hint="--skip-existing")
-    tiling = Tiling(tile=parse_tile(tile), overlap=tile_overlap)
-    if tiling.tile is None and tile == "auto":
-        tiling.tile = None if bundle.upscaler is None else {"srvgg": 512, "rrdbnet": 256}[bundle.upscaler.config.arch]
-    elif tiling.tile == 0:
-        tiling.tile = None if bundle.upscaler is not None else 10**9
+    tiling = auto_tiling(bundle, parse_tile(tile), tile_overlap)
     settings = SampleSettings(steps=steps, eta=eta, seed=seed)
 
     fmt = fmt.lower() if fmt else None
