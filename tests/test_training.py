@@ -50,3 +50,25 @@ def test_unet_bundle_loads(trained):
     assert bundle.unet is not None
     assert bundle.scale_factor > 0
     assert bundle.extra["training"]["unet_steps"] == 2
+
+
+def test_upscaler_trains_resumes_and_stops(tmp_path):
+    from genart_cli.training.upscaler import UpscalerTraining, train_upscaler
+
+    photos, heldout = tmp_path / "photos", tmp_path / "heldout"
+    photos.mkdir()
+    heldout.mkdir()
+    for k in range(2):
+        write_test_image(photos / f"{k}.png", 260, 256, seed=k)
+    write_test_image(heldout / "h.png", 80, 64, seed=9)
+    job = dict(data=[photos], heldout=[heldout], out=tmp_path / "up.safetensors", run_dir=tmp_path / "runs",
+               num_feat=8, num_block=2, batch_size=2, lr_patch=16, eval_every=2, quiet=True)
+    messages = []
+    train_upscaler(UpscalerTraining(max_steps=2, **job), log=messages.append)
+    result = train_upscaler(UpscalerTraining(max_steps=3, **job), log=messages.append)
+    assert any("resuming" in m and "at step 2" in m for m in messages)
+    assert torch.load(tmp_path / "runs" / "upscaler-state.pt", weights_only=False)["step"] == 3
+    assert {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim"} <= set(result)
+    assert load_bundle(tmp_path / "up.safetensors").upscaler.config.scale == 4
+    train_upscaler(UpscalerTraining(max_steps=10, max_minutes=0, **job), log=messages.append)
+    assert any("stopping after 0 minutes at step 3" in m for m in messages)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..checkpoints.native import save_bundle
 from ..models.autoencoder import Autoencoder, AutoencoderConfig, parameter_count, psnr
 from .data import load_image_folder, split_holdout, to_model_range
-from .loop import bf16_autocast, lr_at, resume, save_state, training_progress
+from .loop import begin_step, bf16_autocast, resume, save_state, training_progress
 
 
 @dataclass
@@ -85,11 +85,8 @@ def train_autoencoder(job: AutoencoderTraining, log=print) -> dict:
     with training_progress(job.quiet) as progress:
         task = progress.add_task("autoencoder", total=job.max_steps, completed=step, status="")
         while step < job.max_steps:
-            if job.max_minutes is not None and clock.this_run > job.max_minutes * 60:
-                log(f"stopping after {job.max_minutes} minutes at step {step}; run again to resume")
+            if not begin_step(job, step, clock, optimizer, log):
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, job.max_steps, job.learning_rate)
 
             batch_idx = torch.randint(len(train_images), (job.batch_size,), generator=generator)
             x = to_model_range(train_images[batch_idx])

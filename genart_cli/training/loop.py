@@ -60,6 +60,19 @@ def load_state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def begin_step(job, step: int, clock: "Stopwatch", optimizer: torch.optim.Optimizer, log) -> bool:
+    """Set the learning rate for `step`; return False once this run has used job.max_minutes.
+
+    `job` is any training dataclass with max_steps, learning_rate and max_minutes.
+    """
+    if job.max_minutes is not None and clock.this_run > job.max_minutes * 60:
+        log(f"stopping after {job.max_minutes} minutes at step {step}; run again to resume")
+        return False
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, job.max_steps, job.learning_rate)
+    return True
+
+
 def bf16_autocast(enabled: bool):
     """bf16 autocast on the CPU, or a no-op context when training in fp32."""
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

@@ -19,7 +19,7 @@ from ..errors import ModelError
 from ..models.autoencoder import parameter_count
 from ..models.unet import UNetConfig, UNetModel
 from .data import load_image_folder, split_holdout, to_model_range
-from .loop import EMA, bf16_autocast, lr_at, resume, save_state, training_progress
+from .loop import EMA, begin_step, bf16_autocast, resume, save_state, training_progress
 
 
 @dataclass
@@ -138,11 +138,8 @@ def train_unet(job: UNetTraining, log=print) -> dict:
     with training_progress(job.quiet) as progress:
         task = progress.add_task("unet", total=job.max_steps, completed=step, status="")
         while step < job.max_steps:
-            if job.max_minutes is not None and clock.this_run > job.max_minutes * 60:
-                log(f"stopping after {job.max_minutes} minutes at step {step}; run again to resume")
+            if not begin_step(job, step, clock, optimizer, log):
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, job.max_steps, job.learning_rate)
 
             batch_idx = torch.randint(len(train_latents), (job.batch_size,), generator=generator)
             z0 = train_latents[batch_idx]

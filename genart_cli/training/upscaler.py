@@ -22,7 +22,7 @@ from ..imaging.metrics import psnr_y, ssim_y
 from ..imaging.resize import imresize
 from ..models.esrgan import UpscalerConfig, build_upscaler
 from .data import IMAGE_SUFFIXES
-from .loop import EMA, bf16_autocast, lr_at, resume, save_state, training_progress
+from .loop import EMA, begin_step, bf16_autocast, resume, save_state, training_progress
 
 
 @dataclass
@@ -188,11 +188,8 @@ def train_upscaler(job: UpscalerTraining, log=print) -> dict:
     with training_progress(job.quiet) as progress:
         task = progress.add_task("upscaler", total=job.max_steps, completed=step, status="")
         while step < job.max_steps:
-            if job.max_minutes is not None and clock.this_run > job.max_minutes * 60:
-                log(f"stopping after {job.max_minutes} minutes at step {step}; run again to resume")
+            if not begin_step(job, step, clock, optimizer, log):
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, job.max_steps, job.learning_rate)
 
             hr = random_crops(photos, job.batch_size, hr_side, generator)
             lr = make_lowres(hr, job.scale)
