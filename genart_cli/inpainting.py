@@ -4,7 +4,7 @@ Pixels are RGB (1, 3, H, W) float32 in [0, 1]; masks are (1, 1, H, W) with 1 whe
 paints and 0 where the image is kept. Two paths:
 
 - Dedicated models (latent-diffusion's inpainting_big, conditioning "concat-inpaint"): the UNet
-  sees [noisy latent, latent of the masked image, mask at latent size] (3 + 3 + 1 channels).
+  takes [noisy latent, latent of the masked image, mask at latent size] (3 + 3 + 1 channels).
   The preprocessing follows the reference script: masked image = (1 - mask) image, everything
   mapped to [-1, 1] (the mask to -1/+1), the masked image encoded without quantization, and the
   mask shrunk to latent size by nearest-neighbour sampling.
@@ -67,7 +67,7 @@ def latent_mask_any(mask: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def feathered(mask: torch.Tensor, blur: float) -> torch.Tensor:
-    """A soft mask equal to 0 outside `mask` and ramping up to 1 inside it over about `blur` pixels."""
+    """Return a soft mask: 0 outside `mask`, ramping up to 1 inside it over about `blur` pixels."""
     if blur <= 0:
         return mask
     radius = max(1, int(round(2 * blur)))
@@ -97,7 +97,7 @@ def pad_to(x: torch.Tensor, multiple: int, mode: str) -> torch.Tensor:
 
 
 def dedicated_inputs(autoencoder, image: torch.Tensor, mask: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """The 4 conditioning channels of inpainting_big: [latent of the masked image (3), mask (1)].
+    """Build the 4 conditioning channels of inpainting_big: [latent of the masked image (3), mask (1)].
 
     As the reference script: masked = (1 - mask) image in [0, 1], then image, mask and masked
     image all map to [-1, 1] (x 2 - 1), so the mask channel is -1/+1. The masked image is encoded

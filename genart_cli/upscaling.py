@@ -7,7 +7,7 @@ needs and the result is cropped back, never resized.
 
 Tiles. A feed-forward tile is cut with `overlap` pixels of context on each side and only its own
 part is kept, so with overlap at least the network's receptive radius the result equals the
-untiled one. Latent diffusion has no such radius (attention sees the whole tile), so its UNet
+untiled one. Latent diffusion has no such radius (attention spans the whole tile), so its UNet
 runs on overlapping latent windows whose predictions are blended with linear ramps at every
 step, and the decoder's tiles are blended the same way, which leaves no visible seam.
 """

@@ -61,18 +61,27 @@ def rename_old_esrgan(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 def infer_upscaler_config(state: dict[str, torch.Tensor], label: str) -> UpscalerConfig:
     """Read the architecture from tensor names and shapes (BasicSR names)."""
     if "conv_first.weight" in state:
-        first = state["conv_first.weight"]  # (num_feat, 3 * unshuffle^2, 3, 3)
-        unshuffle_sq = first.shape[1] // 3
-        scale = {1: 4, 4: 2, 16: 1}.get(unshuffle_sq)
-        if scale is None or first.shape[1] % 3:
-            raise ModelError(f"{label}: RRDBNet conv_first takes {first.shape[1]} channels; expected 3, 12 or 48 "
-                             "(scale 4, 2 or 1)")
-        blocks = {int(m.group(1)) for n in state if (m := re.match(r"body\.(\d+)\.rdb1\.conv1\.weight$", n))}
-        if not blocks:
-            raise ModelError(f"{label}: RRDBNet without body.N.rdb1 blocks; the file is incomplete")
-        return UpscalerConfig(arch="rrdbnet", scale=scale, num_feat=first.shape[0], num_block=max(blocks) + 1,
-                              num_grow_ch=state["body.0.rdb1.conv1.weight"].shape[0],
-                              out_channels=state["conv_last.weight"].shape[0] if "conv_last.weight" in state else 3)
+        return infer_rrdbnet_config(state, label)
+    return infer_srvgg_config(state, label)
+
+
+def infer_rrdbnet_config(state: dict[str, torch.Tensor], label: str) -> UpscalerConfig:
+    first = state["conv_first.weight"]  # (num_feat, 3 * unshuffle^2, 3, 3)
+    scale = {1: 4, 4: 2, 16: 1}.get(first.shape[1] // 3)
+    if scale is None or first.shape[1] % 3:
+        raise ModelError(f"{label}: RRDBNet conv_first takes {first.shape[1]} channels; expected 3, 12 or 48 "
+                         "(scale 4, 2 or 1)")
+
+    blocks = {int(m.group(1)) for n in state if (m := re.match(r"body\.(\d+)\.rdb1\.conv1\.weight$", n))}
+    if not blocks:
+        raise ModelError(f"{label}: RRDBNet without body.N.rdb1 blocks; the file is incomplete")
+
+    return UpscalerConfig(arch="rrdbnet", scale=scale, num_feat=first.shape[0], num_block=max(blocks) + 1,
+                          num_grow_ch=state["body.0.rdb1.conv1.weight"].shape[0],
+                          out_channels=state["conv_last.weight"].shape[0] if "conv_last.weight" in state else 3)
+
+
+def infer_srvgg_config(state: dict[str, torch.Tensor], label: str) -> UpscalerConfig:
     convs = sorted(int(m.group(1)) for n, t in state.items()
                    if (m := re.match(r"body\.(\d+)\.weight$", n)) and t.dim() == 4)
     if not convs or convs[0] != 0:
@@ -80,12 +89,13 @@ def infer_upscaler_config(state: dict[str, torch.Tensor], label: str) -> Upscale
     last = convs[-1]  # body: conv, act, (conv, act) * num_conv, conv -> last index 2 * num_conv + 2
     if last % 2:
         raise ModelError(f"{label}: SRVGGNetCompact body ends at body.{last}, an activation; the file is incomplete")
-    num_feat = state["body.0.weight"].shape[0]
+
     out = state[f"body.{last}.weight"].shape[0]
     scale = round((out / 3) ** 0.5)
     if 3 * scale * scale != out:
         raise ModelError(f"{label}: the last conv has {out} channels, not 3 x scale^2")
+
     has_prelu = "body.1.weight" in state and state["body.1.weight"].dim() == 1
-    return UpscalerConfig(arch="srvgg", scale=scale, num_feat=num_feat, num_block=(last - 2) // 2,
-                          act_type="prelu" if has_prelu else "leakyrelu",
+    return UpscalerConfig(arch="srvgg", scale=scale, num_feat=state["body.0.weight"].shape[0],
+                          num_block=(last - 2) // 2, act_type="prelu" if has_prelu else "leakyrelu",
                           in_channels=state["body.0.weight"].shape[1])

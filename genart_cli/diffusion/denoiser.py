@@ -23,7 +23,7 @@ class EpsDenoiser:
     concat: torch.Tensor | None = None  # (B, C_extra, H, W), appended after x on channels
     class_labels: torch.Tensor | None = None  # (B,) int64
     context: torch.Tensor | None = None  # (B, L, context_dim) for cross-attention UNets
-    # Classifier-free guidance: eps = eps_u + guidance_scale (eps_c - eps_u), where eps_u sees
+    # Classifier-free guidance: eps = eps_u + guidance_scale (eps_c - eps_u), where eps_u is predicted from
     # uncond_context (B, L, context_dim). Off when uncond_context is None.
     uncond_context: torch.Tensor | None = None
     guidance_scale: float = 1.0

@@ -27,7 +27,7 @@ def ddim_timesteps(steps: int, num_timesteps: int = 1000) -> list[int]:
 
 def ddim_step(denoiser, x: torch.Tensor, t: int, a: float, a_prev: float, eta: float,
               noise: Callable[[], torch.Tensor] | None) -> torch.Tensor:
-    """One DDIM update from x_t (cumulative alpha a) to x_prev (a_prev)."""
+    """Take one DDIM update from x_t (cumulative alpha a) to x_prev (a_prev)."""
     sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5
 
     eps, denoised = denoiser(x, t)
@@ -83,8 +83,8 @@ def sample_ddim_repaint(denoiser, x: torch.Tensor, alphas_cumprod: torch.Tensor,
     for i, (t, a, a_prev) in enumerate(schedule):
         for r in range(resample):
             painted = ddim_step(denoiser, x, t, a, a_prev, eta, noise)
-            kept = a_prev**0.5 * known + (1 - a_prev) ** 0.5 * noise()
-            x_prev = mask * painted + (1 - mask) * kept
+            known_noised = a_prev**0.5 * known + (1 - a_prev) ** 0.5 * noise()
+            x_prev = mask * painted + (1 - mask) * known_noised
             if r < resample - 1:
                 # Noise back from a_prev to a: q(x_t | x_prev) = N(sqrt(a / a_prev) x_prev, 1 - a / a_prev).
                 x = (a / a_prev) ** 0.5 * x_prev + (1 - a / a_prev) ** 0.5 * noise()

@@ -144,7 +144,7 @@ def input_multiple(config: UpscalerConfig) -> int:
 
 
 def receptive_radius(config: UpscalerConfig) -> int:
-    """How many input pixels beyond a tile edge can change the tile's output.
+    """Return how many input pixels beyond a tile edge can change the tile's output.
 
     Each 3x3 conv reaches one pixel further. Tiles that overlap by at least this much on every
     side give exactly the untiled result. RRDBNet's convs after unshuffling reach `unshuffle`
