@@ -140,10 +140,10 @@ def make_runner(library: str, precision: str, task: str, model: str, size: int):
         pipeline.unet.to(memory_format=memory_format)
         pipeline.vqvae.to(memory_format=memory_format)
         # LDMPipeline turns the decoded tensor into numpy, which has no bfloat16: hand it fp32.
-        decode = pipeline.vqvae.decode
+        vq_decode = pipeline.vqvae.decode
 
         def decode_to_fp32(*args, **kwargs):
-            out = decode(*args, **kwargs)
+            out = vq_decode(*args, **kwargs)
             out.sample = out.sample.float()
             return out
 

@@ -14,7 +14,7 @@ from genart_cli.models.esrgan import UpscalerConfig, build_upscaler, receptive_r
 from genart_cli.runtime.device import resolve_runtime
 from genart_cli.upscaling import Tiling, upscale_alpha, upscale_feedforward
 
-from conftest import redraw_parameters, run_cli, write_test_image
+from conftest import redraw_parameters, run_cli
 
 CPU = resolve_runtime("cpu", "fp32")
 

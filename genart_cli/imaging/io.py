@@ -5,6 +5,7 @@ Every write is atomic, and every PNG carries the settings that made it as text c
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,19 @@ def check_image_path(path: str | Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def decode_errors(path: Path):
+    """Turn Pillow's decode failures inside the block into one-line InputErrors naming `path`."""
+    try:
+        yield
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{path}: image too large to decode safely ({err}); downscale it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path}: the image could not be decoded ({err}); the file is damaged or incomplete") from None
+
+
 def load_image(path: str | Path) -> torch.Tensor:
     """Load an image file as RGB (1, 3, H, W) float32 in [-1, 1].
 
@@ -32,23 +46,16 @@ def load_image(path: str | Path) -> torch.Tensor:
     default emoji models were trained on.
     """
     path = check_image_path(path)
-    try:
-        with Image.open(path) as image:
-            if getattr(image, "n_frames", 1) > 1:
-                raise InputError(f"{path}: animated images are not supported; extract one frame first")
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                canvas.alpha_composite(rgba)
-                image = canvas
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except Image.DecompressionBombError as err:
-        raise InputError(f"{path}: image too large to decode safely ({err}); downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: the image could not be decoded ({err}); the file is damaged or incomplete") from None
+    with decode_errors(path), Image.open(path) as image:
+        if getattr(image, "n_frames", 1) > 1:
+            raise InputError(f"{path}: animated images are not supported; extract one frame first")
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            canvas.alpha_composite(rgba)
+            image = canvas
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 

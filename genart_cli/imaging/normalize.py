@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..errors import InputError, NumericalError
-from .io import check_image_path
+from .io import check_image_path, decode_errors
 from ..runtime.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -76,14 +76,8 @@ def load_image(path: str | Path) -> SourceImage:
     or animated file, a decompression bomb or an unsupported mode.
     """
     path = check_image_path(path)
-    try:
+    with decode_errors(path):
         return _decode_file(path)
-    except Image.DecompressionBombError as err:
-        raise InputError(f"{path}: image too large to decode safely ({err}); downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file that Pillow can read; pass a PNG, JPEG or WebP image") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: the image could not be decoded ({err}); the file is damaged or incomplete") from None
 
 
 def _decode_file(path: Path) -> SourceImage:
